@@ -1,0 +1,1 @@
+"""jaxl2i: scene-from-structure image synthesis in JAX/Flax."""

@@ -1,0 +1,89 @@
+"""Orbax checkpoints of the training state: periodic, final and on SIGTERM.
+
+Every process calls the manager (orbax coordinates multi-host saves). Restores
+go straight into the target shardings from an abstract state
+(`jax.eval_shape` of the init function).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import Any
+
+from absl import logging
+import jax
+import orbax.checkpoint as ocp
+
+PyTree = Any
+
+
+class Checkpointer:
+  """A thin wrapper of ocp.CheckpointManager for GanState."""
+
+  def __init__(self, workdir: str, *, every: int, keep: int,
+               asynchronous: bool = True):
+    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self.every = every
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True,
+            enable_async_checkpointing=asynchronous))
+    self._preempted = threading.Event()
+    self._previous_handler = None
+
+  @property
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def restore(self, abstract_state: PyTree, step: int | None = None) -> PyTree:
+    """Restores `step` (default: latest) into the abstract state's shardings."""
+    step = self.latest_step if step is None else step
+    logging.info('restoring checkpoint of step %d from %s', step,
+                 self.directory)
+    return self._manager.restore(
+        step, args=ocp.args.StandardRestore(abstract_state))
+
+  def save(self, step: int, state: PyTree, *, force: bool = False) -> bool:
+    """Saves when `step` is a multiple of `every` (or `force`)."""
+    if not force and step % self.every:
+      return False
+    if step in self._manager.all_steps():
+      return False
+    saved = self._manager.save(step, args=ocp.args.StandardSave(state),
+                               force=True)
+    if saved:
+      logging.info('checkpoint of step %d queued (%s)', step, self.directory)
+    return saved
+
+  # --- preemption --------------------------------------------------------
+
+  def install_sigterm_handler(self) -> None:
+    """On SIGTERM (TPU/cluster preemption) the loop saves and stops."""
+    if threading.current_thread() is not threading.main_thread():
+      return
+
+    def handler(signum, frame):
+      del signum, frame
+      logging.warning('SIGTERM received: saving a checkpoint and stopping.')
+      self._preempted.set()
+
+    self._previous_handler = signal.signal(signal.SIGTERM, handler)
+
+  def should_stop(self, step: int) -> bool:
+    """True after SIGTERM or when orbax reports a multi-host preemption."""
+    if self._preempted.is_set():
+      return True
+    return jax.process_count() > 1 and self._manager.reached_preemption(step)
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+    if self._previous_handler is not None:
+      signal.signal(signal.SIGTERM, self._previous_handler)
+      self._previous_handler = None

@@ -1,0 +1,153 @@
+"""Configuration helpers shared by every experiment file in `configs/`.
+
+An experiment file defines `get_config(arg=None)` and returns a ConfigDict built
+on `base_config()`. The optional `arg` is the text after the colon of
+`--config=configs/x.py:tiny,res=128`; `parse_arg` turns it into typed options.
+
+`main.py` locks the config (`lock_config=True`), so a misspelled key on the
+command line fails at once, and `validate` turns bad values into one clear
+`ConfigError` line.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+DTYPES = ('float32', 'bfloat16')
+
+
+class ConfigError(ValueError):
+  """A config that cannot run; the message is one line saying what to fix."""
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
+  """Parses 'tiny,res=128' into ConfigDict(tiny=True, res=128).
+
+  Every option must be declared in `defaults`, and its value is converted to
+  the type of its default, so `configs/x.py:rez=128` fails instead of being
+  ignored.
+
+  Args:
+    arg: the variant string (may be None or empty).
+    **defaults: option name -> default value (bool flags default to False).
+
+  Returns:
+    ConfigDict with every option of `defaults`.
+  """
+  opts = dict(defaults)
+  for item in filter(None, (arg or '').split(',')):
+    name, eq, value = item.partition('=')
+    name = name.strip()
+    if name not in defaults:
+      raise ConfigError(
+          f'unknown config option {name!r} in {arg!r}; known options: '
+          f'{", ".join(sorted(defaults)) or "none"}')
+    default = defaults[name]
+    if not eq:
+      if not isinstance(default, bool):
+        raise ConfigError(f'config option {name!r} needs a value ({name}=...)')
+      opts[name] = True
+      continue
+    opts[name] = _convert(name, value.strip(), default)
+  return ml_collections.ConfigDict(opts)
+
+
+def _convert(name: str, text: str, default: Any) -> Any:
+  if isinstance(default, str):
+    return text
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError) as e:
+    raise ConfigError(f'config option {name}={text!r} is not a literal') from e
+  if isinstance(default, bool) and not isinstance(value, bool):
+    raise ConfigError(f'config option {name} takes True/False, got {text!r}')
+  if (isinstance(default, (int, float)) and not isinstance(default, bool)
+      and not isinstance(value, (int, float))):
+    raise ConfigError(f'config option {name} takes a number, got {text!r}')
+  return type(default)(value) if isinstance(default, (int, float)) else value
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The trainer's keys with their defaults; experiment files override them."""
+  c = ml_collections.ConfigDict()
+  c.recipe = ''              # module name in jaxl2i/recipes/
+  c.seed = 0
+  c.dtype = 'float32'        # compute dtype; params/optimizer/EMA stay fp32
+  c.batch_size = 8           # global batch over all devices and hosts
+  c.total_steps = 1000
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = 'synthetic_scenes/res64'
+  c.data.data_dir = ml_collections.FieldReference(None, field_type=str)
+  c.data.manual_dir = ml_collections.FieldReference(None, field_type=str)
+  c.data.train_split = 'train'
+  c.data.eval_split = 'validation'
+  c.data.pp_train = ('decode',)
+  c.data.pp_eval = ('decode',)
+  c.data.shuffle_buffer = 1000
+  c.data.max_objects = 8
+
+  c.model = ml_collections.ConfigDict()   # the recipe's modules
+  c.loss = ml_collections.ConfigDict()    # the recipe's loss weights
+
+  # Optimizers. `lr` is the peak rate; `schedule` is shared by G and D.
+  c.optim = ml_collections.ConfigDict()
+  c.optim.g = ml_collections.ConfigDict(
+      dict(lr=2e-4, b1=0.5, b2=0.999, eps=1e-8, groups=()))
+  c.optim.d = ml_collections.ConfigDict(
+      dict(lr=2e-4, b1=0.5, b2=0.999, eps=1e-8, groups=()))
+  # 'constant', or 'linear_decay': constant until `decay_start` steps then
+  # linear to `decay_to` times the peak at `total_steps`.
+  c.optim.schedule = 'constant'
+  c.optim.decay_start = 0
+  c.optim.decay_to = 0.0
+
+  c.ema = ml_collections.ConfigDict(dict(decay=0.999, start=0))  # decay 0: off
+
+  c.log_every = 50
+  c.image_every = 500
+  c.ckpt_every = 1000
+  c.keep_ckpts = 3
+  c.num_grid_samples = 8
+  c.evals = ml_collections.ConfigDict()
+  return c
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
+  """Raises ConfigError (one line) when the config cannot run."""
+  if not config.recipe:
+    raise ConfigError('config.recipe is empty: name a file of jaxl2i/recipes/')
+  if config.dtype not in DTYPES:
+    raise ConfigError(f'config.dtype={config.dtype!r}: use one of {DTYPES}')
+  for key in ('batch_size', 'total_steps', 'log_every', 'image_every',
+              'ckpt_every'):
+    if int(config[key]) <= 0:
+      raise ConfigError(f'config.{key}={config[key]} must be positive')
+  if config.batch_size % num_devices:
+    raise ConfigError(
+        f'config.batch_size={config.batch_size} is not divisible by the '
+        f'{num_devices} devices; use a multiple of {num_devices}')
+  if not 0.0 <= config.ema.decay < 1.0:
+    raise ConfigError(f'config.ema.decay={config.ema.decay} must be in [0, 1)')
+  if config.optim.schedule not in ('constant', 'linear_decay'):
+    raise ConfigError(f'config.optim.schedule={config.optim.schedule!r}: use '
+                      "'constant' or 'linear_decay'")
+  for net in ('g', 'd'):
+    if config.optim[net].lr < 0:
+      raise ConfigError(f'config.optim.{net}.lr must be >= 0')
+
+
+def write_json(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Writes the resolved config to `workdir/config.json` (atomically)."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, 'config.json')
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=repr)
+  os.replace(tmp, path)
+  return path

@@ -1,0 +1,61 @@
+r"""Entry point: python -m jaxl2i.main --config=configs/x.py[:variant] --workdir=DIR.
+
+Flags only; the work happens in train.train_and_evaluate (importable from
+tests and colabs). JAX settings that change numbers are set here, once.
+
+  --mode=train   train, or resume when --workdir holds a checkpoint
+  --config.batch_size=16 --config.total_steps=500   override any config key
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Experiment config file (configs/*.py[:variant]).',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None,
+                               'Directory for checkpoints, logs and images.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train'], 'What to run.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _configure_jax() -> None:
+  """Global JAX/TF settings, set once here (STYLE.md §6)."""
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  import jax  # pylint: disable=g-import-not-at-top
+  # Partitionable Threefry: random numbers of a global shape are generated
+  # shard-locally and do not change with the number of devices or JAX version.
+  jax.config.update('jax_threefry_partitionable', True)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], 'GPU')   # tf.data stays on the CPU
+
+
+def main(argv) -> None:
+  del argv
+  _configure_jax()
+  from jaxl2i import config_lib  # pylint: disable=g-import-not-at-top
+  from jaxl2i import parallel  # pylint: disable=g-import-not-at-top
+  from jaxl2i import train  # pylint: disable=g-import-not-at-top
+  from jaxl2i.data import DatasetUnavailableError  # pylint: disable=g-import-not-at-top
+  parallel.maybe_initialize_distributed()
+  try:
+    if _MODE.value == 'train':
+      train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (config_lib.ConfigError, DatasetUnavailableError,
+          train.NonFiniteLossError) as e:
+    logging.error('%s', e)
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+def run() -> None:
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()

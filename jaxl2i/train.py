@@ -1,0 +1,218 @@
+"""THE training loop, shared by every model.
+
+`train_and_evaluate(config, workdir)` builds the recipe, the data pipeline,
+the state (fresh or restored), jits the one step, and runs it with summaries,
+image grids, evaluations and checkpoints. Models never copy this loop: what
+differs between them lives in jaxl2i/recipes/.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from typing import Any
+
+from absl import logging
+from clu import metric_writers
+from clu import parameter_overview
+from clu import periodic_actions
+import jax
+import ml_collections
+import numpy as np
+
+from jaxl2i import checkpointing
+from jaxl2i import config_lib
+from jaxl2i import parallel
+from jaxl2i import state as state_lib
+from jaxl2i import step as step_lib
+from jaxl2i import visualize
+from jaxl2i.data import pipeline
+from jaxl2i.recipes import base
+
+PyTree = Any
+
+
+class NonFiniteLossError(FloatingPointError):
+  """A loss became NaN/inf; the run stopped without saving the bad state."""
+
+
+def _optimizers(config, recipe):
+  tx_g, sched_g = state_lib.make_optimizer(config, 'g')
+  tx_d, sched_d = (state_lib.make_optimizer(config, 'd')
+                   if recipe.d is not None else (None, None))
+  return tx_g, tx_d, {'g/lr': sched_g, 'd/lr': sched_d}
+
+
+def _train_iterator(config, start_step: int):
+  """Host batches; the data seed is folded with the step after a resume."""
+  seed = int(np.random.SeedSequence([config.seed, start_step]).generate_state(1)[0])
+  ds = pipeline.train_dataset(
+      config.data, host_batch_size=parallel.host_batch_size(config.batch_size),
+      seed=seed, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  return ds.as_numpy_iterator()
+
+
+def _grid_batch(config, mesh) -> dict[str, np.ndarray]:
+  """A fixed batch of the eval split for image grids (host part)."""
+  n = config.num_grid_samples
+  n = math.ceil(n / jax.device_count()) * jax.device_count()
+  ds = pipeline.eval_dataset(
+      config.data, host_batch_size=n // jax.process_count(),
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      num_examples=n)
+  host = next(ds.as_numpy_iterator())
+  host.pop('_mask', None)
+  return host, parallel.to_global(host, mesh)
+
+
+class _Grids:
+  """Writes input | EMA G | live G | real grids to TensorBoard and PNG."""
+
+  def __init__(self, config, recipe, mesh, writer, workdir):
+    self.recipe, self.writer = recipe, writer
+    self.n = config.num_grid_samples
+    self.dir = os.path.join(workdir, 'images')
+    self.host, self.batch = _grid_batch(config, mesh)
+    self.key = jax.random.key(config.seed + 1)   # fixed: comparable over time
+    self.sample = jax.jit(recipe.sample)
+
+  def __call__(self, step: int, state: state_lib.GanState) -> None:
+    g = state.g
+    columns = [('input', self.recipe.grid_inputs(self.host))]
+    if state.ema_g is not None:
+      ema_vars = {'params': state.ema_g, **g.state}
+      columns.append(('ema', self.sample(ema_vars, self.batch, self.key)))
+    columns.append(('live', self.sample({'params': g.params, **g.state},
+                                        self.batch, self.key)))
+    columns.append(('real', self.host['image']))
+    columns = [(name, parallel.to_host(c)[:self.n]) for name, c in columns]
+    picture = visualize.grid([c for _, c in columns])
+    if jax.process_index() == 0:
+      self.writer.write_images(step, {'samples': picture[None]})
+      visualize.save_png(os.path.join(self.dir, f'step_{step:07d}.png'),
+                         picture)
+      logging.info('wrote image grid of step %d (columns: %s)', step,
+                   ' | '.join(name for name, _ in columns))
+
+
+def _mean_metrics(pending: list[PyTree]) -> dict[str, float]:
+  values = jax.device_get(pending)
+  return {k: float(np.mean([v[k] for v in values])) for k in values[0]}
+
+
+def _check_finite(metrics: dict[str, float], first: int, last: int,
+                  ckpt: checkpointing.Checkpointer) -> None:
+  bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+  if bad:
+    raise NonFiniteLossError(
+        f'non-finite metrics between steps {first} and {last}: {bad}. The '
+        f'last good checkpoint is step {ckpt.latest_step} in '
+        f'{ckpt.directory}; lower the learning rates or check the data.')
+
+
+def _save_on_interrupt(ckpt, state, step, pending, first_pending) -> None:
+  try:
+    if int(state.step) != step:   # interrupted inside the step: nothing new
+      return
+    if pending:
+      _check_finite(_mean_metrics(pending), first_pending, step, ckpt)
+    ckpt.save(step, state, force=True)
+  except (RuntimeError, ValueError, NonFiniteLossError) as e:
+    logging.error('could not save on interrupt: %s', e)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> dict[str, float]:
+  """Trains (or resumes) the model of `config` in `workdir`.
+
+  Returns:
+    The last logged metrics (host floats).
+  """
+  mesh = parallel.make_mesh()
+  config_lib.validate(config, jax.device_count())
+  if jax.process_index() == 0:
+    config_lib.write_json(config, workdir)
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0, asynchronous=True)
+
+  meta = pipeline.dataset_meta(config.data)
+  recipe = base.get_recipe(config, meta)
+  tx_g, tx_d, schedules = _optimizers(config, recipe)
+  rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
+
+  ckpt = checkpointing.Checkpointer(workdir, every=config.ckpt_every,
+                                    keep=config.keep_ckpts)
+  start_step = ckpt.latest_step or 0
+  batches = _train_iterator(config, start_step)
+  first_batch = parallel.to_global(next(batches), mesh)
+
+  init_fn = functools.partial(state_lib.init_state, recipe=recipe, tx_g=tx_g,
+                              tx_d=tx_d, ema_decay=config.ema.decay)
+  key = jax.random.key(config.seed)
+  if start_step:
+    abstract = jax.eval_shape(init_fn, key, first_batch)
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
+        abstract)
+    state = ckpt.restore(abstract)
+    logging.info('resumed from step %d', start_step)
+  else:
+    state = jax.jit(init_fn, out_shardings=rep)(key, first_batch)
+  if jax.process_index() == 0:
+    parameter_overview.log_parameter_overview(state.g.params, msg='G params')
+    if state.d is not None:
+      parameter_overview.log_parameter_overview(state.d.params, msg='D params')
+
+  frozen = jax.device_put(recipe.frozen_params(), rep)
+  train_step = jax.jit(
+      step_lib.make_train_step(recipe, tx_g, tx_d, config.ema.decay,
+                               config.ema.start),
+      in_shardings=(rep, dat, rep), out_shardings=(rep, rep),
+      donate_argnums=0)
+  grids = _Grids(config, recipe, mesh, writer, workdir)
+  progress = periodic_actions.ReportProgress(
+      num_train_steps=config.total_steps, writer=writer,
+      every_secs=None, every_steps=config.log_every)
+
+  ckpt.install_sigterm_handler()
+  pending, first_pending = [], start_step + 1
+  last_metrics: dict[str, float] = {}
+  step = start_step
+  try:
+    batch = first_batch
+    for step in range(start_step + 1, config.total_steps + 1):
+      if batch is None:
+        batch = parallel.to_global(next(batches), mesh)
+      with jax.transfer_guard('disallow'):
+        state, metrics = train_step(state, batch, frozen)
+      batch = None
+      pending.append(metrics)
+      progress(step)
+      stop = ckpt.should_stop(step)
+      at_ckpt = step % config.ckpt_every == 0
+      if (step % config.log_every == 0 or at_ckpt or stop
+          or step == config.total_steps):
+        last_metrics = _mean_metrics(pending)
+        _check_finite(last_metrics, first_pending, step, ckpt)
+        last_metrics.update({k: float(s(step - 1))
+                             for k, s in schedules.items() if s is not None})
+        writer.write_scalars(step, last_metrics)
+        pending, first_pending = [], step + 1
+      if step % config.image_every == 0 or step == config.total_steps:
+        grids(step, state)
+      ckpt.save(step, state, force=stop)
+      if stop:
+        logging.warning('stopped at step %d after a preemption signal', step)
+        break
+    ckpt.save(step, state, force=True)   # the final state (no-op if saved)
+  except KeyboardInterrupt:
+    logging.warning('interrupted at step %d: saving a checkpoint', step)
+    _save_on_interrupt(ckpt, state, step, pending, first_pending)
+    raise
+  finally:
+    ckpt.close()
+    writer.flush()
+  logging.info('done at step %d: %s', step, last_metrics)
+  return last_metrics

@@ -1,0 +1,32 @@
+"""Test setup: CPU only, 8 simulated devices, fast compiles.
+
+This runs before any test module imports JAX, so the flags take effect for the
+whole session.
+"""
+import os
+
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ['XLA_FLAGS'] = (
+    os.environ.get('XLA_FLAGS', '') +
+    ' --xla_force_host_platform_device_count=8')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
+
+import jax  # pylint: disable=g-import-not-at-top
+import pytest  # pylint: disable=g-import-not-at-top
+
+jax.config.update('jax_threefry_partitionable', True)
+jax.config.update('jax_default_matmul_precision', 'highest')
+# Unit tests are compile-bound on CPU: skip most XLA optimisation passes.
+jax.config.update('jax_disable_most_optimizations', True)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(REPO), 'shared')
+
+
+@pytest.fixture(scope='session')
+def shared_dir():
+  """../shared beside the checkout (real COCO-Stuff samples, references)."""
+  if not os.path.isdir(SHARED):
+    pytest.fail(f'{SHARED} is missing: tests expect ../shared beside the repo.')
+  return SHARED
