@@ -1,0 +1,267 @@
+"""Shared building blocks with PyTorch-equivalent conventions made explicit.
+
+The ported models (pix2pix, SPADE, LAMA, CRN, ...) were written in PyTorch,
+whose defaults differ from Flax's in initialisation, BatchNorm momentum and
+transposed-convolution geometry (see the cross-cutting table in
+`reference/README.md`). This module names those conventions once:
+
+* initialisers by their PyTorch meaning (`normal_init`, `bn_scale_init`,
+  `torch_default_conv_init`, `torch_default_bias_init`, `xavier_normal`);
+* `batch_norm`: a Flax BatchNorm with PyTorch's defaults (momentum, eps);
+* `torch_padding` / `torch_conv` / `torch_conv_transpose`: convolutions whose
+  output geometry equals `torch.nn.Conv2d` / `ConvTranspose2d(k, s, p)`;
+* weight converters from PyTorch layouts to Flax layouts, used by parity tests
+  and by pretrained-weight ports.
+
+Every factory takes `dtype` (the compute dtype) and keeps parameters float32.
+All tensors are NHWC.
+"""
+
+import math
+from typing import Any, Optional, Sequence, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+Dtype = Any
+Initializer = nn.initializers.Initializer
+IntOrPair = Union[int, Sequence[int]]
+
+# PyTorch BatchNorm defaults, in Flax's convention. PyTorch's momentum 0.1 is
+# the weight of the new batch; Flax's momentum is the weight of the old average.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+PARAM_DTYPE = jnp.float32
+
+
+def _pair(v: IntOrPair) -> tuple[int, int]:
+  if isinstance(v, int):
+    return (v, v)
+  v = tuple(int(i) for i in v)
+  if len(v) != 2:
+    raise ValueError(f'expected an int or a pair, got {v}')
+  return v
+
+
+# ----------------------------------------------------------------- initialisers
+
+
+def normal_init(std: float = 0.02, mean: float = 0.0) -> Initializer:
+  """N(mean, std²) initialiser (pix2pix `init_type='normal'`: std 0.02)."""
+
+  def init(key, shape, dtype=PARAM_DTYPE):
+    return mean + std * jax.random.normal(key, shape, dtype)
+
+  return init
+
+
+def bn_scale_init(std: float = 0.02) -> Initializer:
+  """N(1, std²) for BatchNorm scales (pix2pix/SPADE `init_weights`)."""
+  return normal_init(std=std, mean=1.0)
+
+
+def xavier_normal(gain: float = 1.0) -> Initializer:
+  """`torch.nn.init.xavier_normal_(gain)` for HWIO conv / [in, out] kernels.
+
+  std = gain·sqrt(2 / (fan_in + fan_out)), fans including the receptive field,
+  exactly as PyTorch computes them (symmetric in in/out, so it also holds for
+  transposed-conv kernels).
+  """
+  return nn.initializers.variance_scaling(gain**2, 'fan_avg', 'normal')
+
+
+def torch_default_conv_init(transpose: bool = False) -> Initializer:
+  """PyTorch's default Conv/Linear weight init: kaiming_uniform(a=√5).
+
+  This is U(−b, b) with b = 1/sqrt(fan_in). For `Conv2d`/`Linear` fan_in is
+  in_channels·kh·kw. For `ConvTranspose2d` PyTorch takes fan_in from dim 1 of
+  its (in, out, kh, kw) weight, i.e. out_channels·kh·kw; pass `transpose=True`
+  for kernels of `torch_conv_transpose` (layout [kh, kw, in, out]).
+  """
+  in_axis, out_axis = (-1, -2) if transpose else (-2, -1)
+  return nn.initializers.variance_scaling(
+      1.0 / 3.0, 'fan_in', 'uniform', in_axis=in_axis, out_axis=out_axis)
+
+
+def torch_default_bias_init(fan_in: int) -> Initializer:
+  """PyTorch's default bias init U(−1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+  Flax bias initialisers only see the bias shape, so `fan_in` (computed as in
+  `torch_default_conv_init`) must be given.
+  """
+  bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+
+  def init(key, shape, dtype=PARAM_DTYPE):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+# ------------------------------------------------------------------ norm / conv
+
+
+def batch_norm(*,
+               use_running_average: bool,
+               dtype: Dtype = jnp.float32,
+               scale_init: Initializer = nn.initializers.ones,
+               bias_init: Initializer = nn.initializers.zeros,
+               use_scale: bool = True,
+               use_bias: bool = True,
+               momentum: float = BN_MOMENTUM,
+               epsilon: float = BN_EPSILON,
+               axis_name: Optional[str] = None,
+               name: Optional[str] = None) -> nn.BatchNorm:
+  """`nn.BatchNorm` equivalent to `torch.nn.BatchNorm2d` (on NHWC inputs).
+
+  Defaults are PyTorch's: momentum 0.1 (Flax 0.9) and eps 1e-5. Statistics are
+  reduced in float32 and stored in the 'batch_stats' collection as 'mean' and
+  'var'; parameters 'scale'/'bias' are float32; the output has dtype `dtype`.
+  Difference left in place: PyTorch updates the running variance with the
+  unbiased batch variance (×n/(n−1)), Flax with the biased one.
+  Under `jit` over a sharded global batch the statistics are global (sync BN).
+
+  Args:
+    use_running_average: True in eval mode (use 'batch_stats'), False to
+      normalise with batch statistics and update the running averages (the
+      caller must then pass `mutable=['batch_stats']`).
+  """
+  return nn.BatchNorm(
+      use_running_average=use_running_average,
+      momentum=momentum,
+      epsilon=epsilon,
+      dtype=dtype,
+      param_dtype=PARAM_DTYPE,
+      use_scale=use_scale,
+      use_bias=use_bias,
+      scale_init=scale_init,
+      bias_init=bias_init,
+      axis_name=axis_name,
+      name=name)
+
+
+def torch_padding(p: IntOrPair) -> tuple[tuple[int, int], tuple[int, int]]:
+  """Explicit Flax padding equal to PyTorch's `padding=p` (symmetric, zeros).
+
+  `p` is an int or (ph, pw); returns ((ph, ph), (pw, pw)).
+  """
+  ph, pw = _pair(p)
+  return ((ph, ph), (pw, pw))
+
+
+def torch_conv(features: int,
+               kernel: IntOrPair,
+               stride: IntOrPair = 1,
+               padding: IntOrPair = 0,
+               *,
+               use_bias: bool = True,
+               dtype: Dtype = jnp.float32,
+               kernel_init: Initializer = nn.initializers.lecun_normal(),
+               bias_init: Initializer = nn.initializers.zeros,
+               name: Optional[str] = None) -> nn.Conv:
+  """`nn.Conv` with the geometry of `torch.nn.Conv2d(k, s, p)` (zero padding).
+
+  Kernel layout [kh, kw, in, out] (see `torch_conv_kernel_to_flax`). Pass the
+  initialisers of the ported model explicitly; the defaults are Flax's.
+  """
+  return nn.Conv(
+      features,
+      _pair(kernel),
+      strides=_pair(stride),
+      padding=torch_padding(padding),
+      use_bias=use_bias,
+      dtype=dtype,
+      param_dtype=PARAM_DTYPE,
+      kernel_init=kernel_init,
+      bias_init=bias_init,
+      name=name)
+
+
+def torch_conv_transpose(
+    features: int,
+    kernel: IntOrPair,
+    stride: IntOrPair,
+    padding: IntOrPair = 0,
+    *,
+    use_bias: bool = True,
+    dtype: Dtype = jnp.float32,
+    kernel_init: Initializer = nn.initializers.lecun_normal(),
+    bias_init: Initializer = nn.initializers.zeros,
+    name: Optional[str] = None) -> nn.ConvTranspose:
+  """`nn.ConvTranspose` equal to `torch.nn.ConvTranspose2d(k, s, p)`.
+
+  Output size (H − 1)·s − 2p + k, as in PyTorch (no output_padding, no
+  dilation). Flax's ConvTranspose dilates the input by the stride and runs a
+  plain correlation on it; padding the dilated input by k − 1 − p on each side
+  gives PyTorch's geometry. Requires p ≤ k − 1.
+
+  `transpose_kernel` stays False: both settings are exactly equivalent to
+  PyTorch given the matching weight conversion (False: flip spatially and
+  reorder; True: reorder only), so no flag is needed for numerical parity. With
+  False the kernel keeps the conv layout [kh, kw, in, out], so fan-based
+  initialisers see the true input width. Convert PyTorch weights with
+  `torch_conv_transpose_kernel_to_flax`.
+  """
+  kh, kw = _pair(kernel)
+  ph, pw = _pair(padding)
+  if ph > kh - 1 or pw > kw - 1 or min(ph, pw) < 0:
+    raise ValueError(f'padding {padding} must be in [0, kernel − 1]')
+  return nn.ConvTranspose(
+      features,
+      (kh, kw),
+      strides=_pair(stride),
+      padding=((kh - 1 - ph, kh - 1 - ph), (kw - 1 - pw, kw - 1 - pw)),
+      use_bias=use_bias,
+      transpose_kernel=False,
+      dtype=dtype,
+      param_dtype=PARAM_DTYPE,
+      kernel_init=kernel_init,
+      bias_init=bias_init,
+      name=name)
+
+
+# ------------------------------------------------------------ weight conversion
+
+
+def torch_conv_kernel_to_flax(w: Any) -> np.ndarray:
+  """PyTorch Conv2d weight [out, in, kh, kw] → Flax kernel [kh, kw, in, out]."""
+  w = np.asarray(w, dtype=np.float32)
+  if w.ndim != 4:
+    raise ValueError(f'expected a 4-D OIHW weight, got shape {w.shape}')
+  return np.ascontiguousarray(w.transpose(2, 3, 1, 0))
+
+
+def torch_conv_transpose_kernel_to_flax(w: Any) -> np.ndarray:
+  """PyTorch ConvTranspose2d weight [in, out, kh, kw] → `torch_conv_transpose`.
+
+  The Flax kernel is [kh, kw, in, out], spatially flipped: a transposed
+  convolution is a correlation of the stride-dilated input with the flipped
+  kernel.
+  """
+  w = np.asarray(w, dtype=np.float32)
+  if w.ndim != 4:
+    raise ValueError(f'expected a 4-D [in, out, kh, kw] weight, got {w.shape}')
+  return np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1))
+
+
+def torch_linear_kernel_to_flax(w: Any) -> np.ndarray:
+  """PyTorch Linear weight [out, in] → Flax Dense kernel [in, out]."""
+  w = np.asarray(w, dtype=np.float32)
+  if w.ndim != 2:
+    raise ValueError(f'expected a 2-D [out, in] weight, got {w.shape}')
+  return np.ascontiguousarray(w.T)
+
+
+def torch_batch_norm_to_flax(
+    weight: Any, bias: Any, running_mean: Any,
+    running_var: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+  """PyTorch BatchNorm tensors → ({'scale', 'bias'}, {'mean', 'var'}).
+
+  The second dict belongs in the 'batch_stats' collection under the same
+  module path as the first in 'params'.
+  """
+  f = lambda a: np.asarray(a, dtype=np.float32).copy()
+  return ({'scale': f(weight), 'bias': f(bias)},
+          {'mean': f(running_mean), 'var': f(running_var)})
