@@ -40,13 +40,13 @@ def get_config(arg=None):
 
   # Adam 2e-4, β=(0.5, 0.999) for G and D; linear decay over the 2nd half.
   c.batch_size = 8
-  c.total_steps = 2000
+  c.total_steps = 1000
   c.optim.schedule = 'linear_decay'
   c.optim.decay_start = c.total_steps // 2
   c.ema.decay = 0.999
 
   c.log_every = 50
-  c.image_every = 250
+  c.image_every = 200
   c.ckpt_every = 500
   if arg.tiny:
     c.model.ngf = c.model.ndf = 8

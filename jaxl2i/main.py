@@ -7,6 +7,7 @@ tests and colabs). JAX settings that change numbers are set here, once.
   --config.batch_size=16 --config.total_steps=500   override any config key
 """
 
+import logging as pylogging
 import os
 import sys
 
@@ -24,6 +25,16 @@ _MODE = flags.DEFINE_enum('mode', 'train', ['train'], 'What to run.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+class _QuietLibraries(pylogging.Filter):
+  """Drops INFO chatter of orbax/TFDS internals (warnings still show)."""
+
+  NOISY = ('/orbax/', '/tensorflow_datasets/', '/absl/testing/')
+
+  def filter(self, record):
+    return record.levelno >= pylogging.WARNING or not any(
+        part in record.pathname for part in self.NOISY)
+
+
 def _configure_jax() -> None:
   """Global JAX/TF settings, set once here (STYLE.md §6)."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -37,6 +48,7 @@ def _configure_jax() -> None:
 
 def main(argv) -> None:
   del argv
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   _configure_jax()
   from jaxl2i import config_lib  # pylint: disable=g-import-not-at-top
   from jaxl2i import parallel  # pylint: disable=g-import-not-at-top

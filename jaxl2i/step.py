@@ -36,7 +36,8 @@ def make_train_step(recipe: base.Recipe, tx_g: optax.GradientTransformation,
     recipe: the model's recipe (order, share_fake, generate/d_loss/g_loss).
     tx_g, tx_d: optimizers (closed over; their states live in `state`).
     ema_decay: decay of the EMA of G's params (0: no EMA).
-    ema_start: before this step the EMA copies G's params.
+    ema_start: before this step the EMA copies G's params; after it the
+      decay warms up as (1 + n) / (10 + n) until it reaches ema_decay.
   """
   order = tuple(recipe.order)
   if order not in (('d', 'g'), ('g', 'd'), ('g',)):
@@ -113,7 +114,11 @@ def make_train_step(recipe: base.Recipe, tx_g: optax.GradientTransformation,
       metrics.update(d_metrics)
 
     if s.ema_g is not None:
-      decay = jnp.where(s.step < ema_start, 0.0, ema_decay)
+      # Warm-up as tf.train.ExponentialMovingAverage(num_updates): the decay
+      # grows as (1 + n) / (10 + n) up to ema_decay, n = steps since start,
+      # so short runs get a usable EMA; before ema_start it copies G.
+      n = (s.step - ema_start).astype(jnp.float32)
+      decay = jnp.where(n < 0, 0.0, jnp.minimum(ema_decay, (1 + n) / (10 + n)))
       ema = optax.incremental_update(s.g.params, s.ema_g, 1.0 - decay)
       s = s.replace(ema_g=ema)
     s = s.replace(step=s.step + 1)

@@ -8,7 +8,6 @@ differs between them lives in jaxl2i/recipes/.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from typing import Any
@@ -148,8 +147,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   batches = _train_iterator(config, start_step)
   first_batch = parallel.to_global(next(batches), mesh)
 
-  init_fn = functools.partial(state_lib.init_state, recipe=recipe, tx_g=tx_g,
-                              tx_d=tx_d, ema_decay=config.ema.decay)
+  def init_fn(key, batch):
+    return state_lib.init_state(key, recipe, batch, tx_g, tx_d,
+                                config.ema.decay)
+
   key = jax.random.key(config.seed)
   if start_step:
     abstract = jax.eval_shape(init_fn, key, first_batch)

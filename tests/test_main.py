@@ -1,0 +1,69 @@
+"""Smoke tests of the entry point, as a user runs it."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(*args, timeout=600):
+  env = dict(os.environ)
+  env['XLA_FLAGS'] = '--xla_force_host_platform_device_count=2'
+  env['JAX_DISABLE_MOST_OPTIMIZATIONS'] = 'true'
+  return subprocess.run([sys.executable, '-m', 'jaxl2i.main', *args], cwd=ROOT,
+                        env=env, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('tfds'))
+
+
+def test_train_writes_everything_and_resumes(tmp_path, data_dir):
+  workdir = str(tmp_path / 'run')
+  common = ['--config=configs/synthetic_pix2pix.py:tiny', f'--workdir={workdir}',
+            f'--config.data.data_dir={data_dir}']
+  r = _run(*common)
+  assert r.returncode == 0, r.stderr[-4000:]
+  assert json.load(open(os.path.join(workdir, 'config.json')))['recipe'] == (
+      'pix2pix')
+  assert glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))
+  assert sorted(os.listdir(os.path.join(workdir, 'images'))) == [
+      'step_0000002.png', 'step_0000004.png']
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2', '4']
+  assert 'steps_per_sec' in r.stderr or 'steps/s' in r.stderr, r.stderr[-3000:]
+
+  # Rerunning with more steps resumes from step 4 instead of starting over.
+  r = _run(*common, '--config.total_steps=6')
+  assert r.returncode == 0, r.stderr[-4000:]
+  assert 'resumed from step 4' in r.stderr
+  assert '6' in os.listdir(os.path.join(workdir, 'checkpoints'))
+
+
+def test_missing_dataset_fails_clearly(tmp_path):
+  r = _run('--config=configs/cityscapes_pix2pix.py:tiny',
+           f'--workdir={tmp_path}')
+  assert r.returncode == 2, r.stderr[-3000:]
+  assert "no builder for dataset 'cityscapes'" in r.stderr
+  assert 'Traceback' not in r.stderr
+
+
+def test_unknown_config_key_fails_clearly(tmp_path):
+  r = _run('--config=configs/synthetic_pix2pix.py:tiny',
+           f'--workdir={tmp_path}', '--config.batchsize=3')
+  assert r.returncode != 0
+  assert 'batchsize' in r.stderr
+
+
+def test_bad_config_value_fails_clearly(tmp_path):
+  r = _run('--config=configs/synthetic_pix2pix.py:tiny',
+           f'--workdir={tmp_path}', '--config.batch_size=3')
+  assert r.returncode == 2
+  assert 'not divisible by the 2 devices' in r.stderr
+  assert 'Traceback' not in r.stderr
