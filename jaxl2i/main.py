@@ -4,6 +4,7 @@ Flags only; the work happens in train.train_and_evaluate (importable from
 tests and colabs). JAX settings that change numbers are set here, once.
 
   --mode=train   train, or resume when --workdir holds a checkpoint
+  --mode=eval    run config.evals on the latest checkpoint -> eval_<step>.json
   --config.batch_size=16 --config.total_steps=500   override any config key
 """
 
@@ -21,7 +22,10 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None,
                                'Directory for checkpoints, logs and images.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train'], 'What to run.')
+_MODE = flags.DEFINE_enum(
+    'mode', 'train', ['train', 'eval'],
+    'train (or resume), or eval: run config.evals on the latest checkpoint '
+    '(same as python -m jaxl2i.evaluate).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -46,20 +50,31 @@ def _configure_jax() -> None:
   tf.config.set_visible_devices([], 'GPU')   # tf.data stays on the CPU
 
 
-def main(argv) -> None:
-  del argv
+def setup_logging_and_jax() -> None:
+  """Log filter, JAX/TF settings and multi-host start; once per process."""
   logging.get_absl_handler().addFilter(_QuietLibraries())
   _configure_jax()
-  from jaxl2i import config_lib  # pylint: disable=g-import-not-at-top
   from jaxl2i import parallel  # pylint: disable=g-import-not-at-top
-  from jaxl2i import train  # pylint: disable=g-import-not-at-top
-  from jaxl2i.data import DatasetUnavailableError  # pylint: disable=g-import-not-at-top
   parallel.maybe_initialize_distributed()
+
+
+def main(argv) -> None:
+  del argv
+  setup_logging_and_jax()
+  # pylint: disable=g-import-not-at-top
+  from jaxl2i import config_lib
+  from jaxl2i import train
+  from jaxl2i.data import DatasetUnavailableError
+  from jaxl2i.nets.weights import WeightsUnavailableError
+  # pylint: enable=g-import-not-at-top
   try:
     if _MODE.value == 'train':
       train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    else:
+      from jaxl2i import evaluate  # pylint: disable=g-import-not-at-top
+      evaluate.evaluate(_CONFIG.value, _WORKDIR.value)
   except (config_lib.ConfigError, DatasetUnavailableError,
-          train.NonFiniteLossError) as e:
+          WeightsUnavailableError, train.NonFiniteLossError) as e:
     logging.error('%s', e)
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

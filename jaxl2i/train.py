@@ -22,6 +22,7 @@ import numpy as np
 
 from jaxl2i import checkpointing
 from jaxl2i import config_lib
+from jaxl2i import evaluators
 from jaxl2i import parallel
 from jaxl2i import state as state_lib
 from jaxl2i import step as step_lib
@@ -43,7 +44,7 @@ def _optimizers(config, recipe):
   return tx_g, tx_d, {'g/lr': sched_g, 'd/lr': sched_d}
 
 
-def _train_iterator(config, start_step: int):
+def train_batches(config, start_step: int):
   """Host batches; the data seed is folded with the step after a resume."""
   seed = int(np.random.SeedSequence([config.seed, start_step]).generate_state(1)[0])
   ds = pipeline.train_dataset(
@@ -111,6 +112,40 @@ def _check_finite(metrics: dict[str, float], first: int, last: int,
         f'{ckpt.directory}; lower the learning rates or check the data.')
 
 
+class Setup:
+  """Mesh, recipe, optimizers and state initialisation for a config.
+
+  Shared by the training loop and jaxl2i.evaluate, so both restore the same
+  state structure.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.mesh = parallel.make_mesh()
+    config_lib.validate(config, jax.device_count())
+    self.meta = pipeline.dataset_meta(config.data)
+    self.recipe = base.get_recipe(config, self.meta)
+    self.tx_g, self.tx_d, self.schedules = _optimizers(config, self.recipe)
+    self.rep = parallel.replicated(self.mesh)
+    self.dat = parallel.data_sharded(self.mesh)
+
+  def init_fn(self, key: jax.Array, batch: PyTree) -> state_lib.GanState:
+    return state_lib.init_state(key, self.recipe, batch, self.tx_g, self.tx_d,
+                                self.config.ema.decay)
+
+  def init(self, batch: PyTree) -> state_lib.GanState:
+    return jax.jit(self.init_fn, out_shardings=self.rep)(
+        jax.random.key(self.config.seed), batch)
+
+  def abstract_state(self, batch: PyTree) -> PyTree:
+    """ShapeDtypeStructs (replicated) of the state, for restoring."""
+    abstract = jax.eval_shape(self.init_fn, jax.random.key(self.config.seed),
+                              batch)
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.rep),
+        abstract)
+
+
 def _save_on_interrupt(ckpt, state, step, pending, first_pending) -> None:
   try:
     if int(state.step) != step:   # interrupted inside the step: nothing new
@@ -129,42 +164,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   Returns:
     The last logged metrics (host floats).
   """
-  mesh = parallel.make_mesh()
-  config_lib.validate(config, jax.device_count())
+  setup = Setup(config)
+  mesh, recipe, rep, dat = setup.mesh, setup.recipe, setup.rep, setup.dat
+  tx_g, tx_d = setup.tx_g, setup.tx_d
   if jax.process_index() == 0:
     config_lib.write_json(config, workdir)
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0, asynchronous=True)
 
-  meta = pipeline.dataset_meta(config.data)
-  recipe = base.get_recipe(config, meta)
-  tx_g, tx_d, schedules = _optimizers(config, recipe)
-  rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
-
   ckpt = checkpointing.Checkpointer(workdir, every=config.ckpt_every,
                                     keep=config.keep_ckpts)
   start_step = ckpt.latest_step or 0
-  batches = _train_iterator(config, start_step)
+  batches = train_batches(config, start_step)
   first_batch = parallel.to_global(next(batches), mesh)
-
-  def init_fn(key, batch):
-    return state_lib.init_state(key, recipe, batch, tx_g, tx_d,
-                                config.ema.decay)
-
-  key = jax.random.key(config.seed)
   if start_step:
-    abstract = jax.eval_shape(init_fn, key, first_batch)
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
-        abstract)
-    state = ckpt.restore(abstract)
+    state = ckpt.restore(setup.abstract_state(first_batch))
     logging.info('resumed from step %d', start_step)
   else:
-    state = jax.jit(init_fn, out_shardings=rep)(key, first_batch)
+    state = setup.init(first_batch)
   if jax.process_index() == 0:
     parameter_overview.log_parameter_overview(state.g.params, msg='G params')
     if state.d is not None:
       parameter_overview.log_parameter_overview(state.d.params, msg='D params')
+  evals = evaluators.build(config, recipe, mesh, workdir)
 
   frozen = jax.device_put(recipe.frozen_params(), rep)
   train_step = jax.jit(
@@ -198,11 +220,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         last_metrics = _mean_metrics(pending)
         _check_finite(last_metrics, first_pending, step, ckpt)
         last_metrics.update({k: float(s(step - 1))
-                             for k, s in schedules.items() if s is not None})
+                             for k, s in setup.schedules.items()
+                             if s is not None})
         writer.write_scalars(step, last_metrics)
         pending, first_pending = [], step + 1
       if step % config.image_every == 0 or step == config.total_steps:
         grids(step, state)
+      due = {n: e for n, e in evals.items()
+             if step % e.every == 0 or step == config.total_steps}
+      if due:
+        eval_metrics, protocols = evaluators.run(due, state, step)
+        writer.write_scalars(step, eval_metrics)
+        evaluators.write_json(workdir, step, eval_metrics, protocols)
       ckpt.save(step, state, force=stop)
       if stop:
         logging.warning('stopped at step %d after a preemption signal', step)

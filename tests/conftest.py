@@ -4,6 +4,7 @@ This runs before any test module imports JAX, so the flags take effect for the
 whole session.
 """
 import os
+import tempfile
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ['XLA_FLAGS'] = (
@@ -11,6 +12,9 @@ os.environ['XLA_FLAGS'] = (
     ' --xla_force_host_platform_device_count=8')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
+# No test touches the network or the user's weight cache.
+os.environ['JAXL2I_OFFLINE'] = '1'
+os.environ['JAXL2I_CACHE'] = tempfile.mkdtemp(prefix='jaxl2i_test_cache_')
 
 import jax  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top

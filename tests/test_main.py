@@ -15,6 +15,7 @@ def _run(*args, timeout=600):
   env = dict(os.environ)
   env['XLA_FLAGS'] = '--xla_force_host_platform_device_count=2'
   env['JAX_DISABLE_MOST_OPTIMIZATIONS'] = 'true'
+  env['JAXL2I_OFFLINE'] = '1'
   return subprocess.run([sys.executable, '-m', 'jaxl2i.main', *args], cwd=ROOT,
                         env=env, capture_output=True, text=True,
                         timeout=timeout)
@@ -38,12 +39,26 @@ def test_train_writes_everything_and_resumes(tmp_path, data_dir):
       'step_0000002.png', 'step_0000004.png']
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['2', '4']
   assert 'steps_per_sec' in r.stderr or 'steps/s' in r.stderr, r.stderr[-3000:]
+  # In-loop FID at the last step, loudly labelled: no Inception file cached.
+  report = json.load(open(os.path.join(workdir, 'eval_4.json')))
+  assert set(report['metrics']) == {'eval/fid/fid_RANDOM_WEIGHTS/ema',
+                                    'eval/fid/fid_RANDOM_WEIGHTS/live'}
+  assert 'RANDOM' in report['protocol']['fid']['WARNING']
+  assert report['protocol']['fid']['num_samples'] == 8
 
   # Rerunning with more steps resumes from step 4 instead of starting over.
   r = _run(*common, '--config.total_steps=6')
   assert r.returncode == 0, r.stderr[-4000:]
   assert 'resumed from step 4' in r.stderr
   assert '6' in os.listdir(os.path.join(workdir, 'checkpoints'))
+
+  # Evaluation of the latest checkpoint on its own.
+  os.remove(os.path.join(workdir, 'eval_6.json'))
+  r = _run(*common, '--mode=eval')
+  assert r.returncode == 0, r.stderr[-4000:]
+  report = json.load(open(os.path.join(workdir, 'eval_6.json')))
+  assert report['step'] == 6
+  assert all(v > 0 for v in report['metrics'].values()), report
 
 
 def test_missing_dataset_fails_clearly(tmp_path):

@@ -244,7 +244,7 @@ class InceptionV3FID(nn.Module):
 
 
 def init_variables(seed: int = 0) -> dict:
-  """Random variables (LeCun-normal kernels, BN identity), numpy float32."""
+  """Random variables (He-normal kernels, BN identity), numpy float32."""
   return weights.random_variables(variable_shapes(), seed)
 
 
@@ -295,6 +295,15 @@ def _check_against(flat: dict, expected: dict) -> None:
       raise ValueError(f'{k}: shape {flat[k].shape} != {v.shape}')
 
 
+@functools.cache
+def _jitted():
+  """One jitted network and preprocessing per process: every inception_fn
+  shares their compilation cache (the variables are arguments)."""
+  network = jax.jit(
+      InceptionV3FID(resize_input=False, normalize_input=False).apply)
+  return network, jax.jit(preprocess)
+
+
 def inception_fn(variables: dict) -> Callable[[jax.Array], jax.Array]:
   """Returns images [B, H, W, 3] -> pool3 features [B, 2048] float32.
 
@@ -303,9 +312,7 @@ def inception_fn(variables: dict) -> Callable[[jax.Array], jax.Array]:
   size. Images follow the module docstring's convention.
   """
   variables = jax.tree.map(jnp.asarray, variables)
-  network = jax.jit(
-      InceptionV3FID(resize_input=False, normalize_input=False).apply)
-  prep = jax.jit(preprocess)
+  network, prep = _jitted()
 
   def features(images: jax.Array) -> jax.Array:
     return network(variables, prep(images))

@@ -110,7 +110,7 @@ class VGG19Features(nn.Module):
 
 
 def init_variables(seed: int = 0) -> dict:
-  """Random variables (LeCun-normal kernels, zero biases), numpy float32."""
+  """Random variables (He-normal kernels, zero biases), numpy float32."""
   return weights.random_variables(variable_shapes(), seed)
 
 

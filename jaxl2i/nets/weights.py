@@ -325,16 +325,19 @@ def unflatten(flat: dict[str, np.ndarray]) -> dict:
 def random_variables(shapes: dict, seed: int = 0) -> dict:
   """Random variables for a tree of shapes, made on host with numpy.
 
-  'kernel': LeCun normal (std 1/sqrt(fan_in), fan_in = prod(shape[:-1]));
-  'bias' and 'mean': 0; 'scale' and 'var': 1. Used as the stand-in when real
-  weights are unavailable; cheap (no network compile).
+  'kernel': He normal (std sqrt(2/fan_in), fan_in = prod(shape[:-1])), so
+  activations keep their scale through the ReLU stacks of Inception, VGG and
+  AlexNet (LeCun's 1/fan_in halves the variance per layer and ~90 layers of
+  Inception collapse every image to the same features); 'bias' and 'mean':
+  0; 'scale' and 'var': 1. Used as the stand-in when real weights are
+  unavailable; cheap (no network compile).
   """
   rng = np.random.default_rng(seed)
   out = {}
   for key, leaf in flatten(shapes).items():
     shape, kind = tuple(leaf.shape), key.rsplit('/', 1)[-1]
     if kind == 'kernel':
-      v = rng.normal(0.0, 1.0 / np.sqrt(np.prod(shape[:-1])), shape)
+      v = rng.normal(0.0, np.sqrt(2.0 / np.prod(shape[:-1])), shape)
     elif kind in ('scale', 'var'):
       v = np.ones(shape)
     elif kind in ('bias', 'mean'):

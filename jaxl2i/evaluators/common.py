@@ -1,0 +1,143 @@
+"""What every evaluator shares: eval batches, generators, pretrained nets.
+
+An evaluator is configured by one entry of `config.evals`:
+
+  config.evals.fid = dict(type='fid', every=1000, num_samples=5000, ...)
+
+`type` names a module of jaxl2i/evaluators/ exposing `Evaluator(name, cfg,
+*, config, recipe, mesh, workdir)` with `run(state) -> (metrics, protocol)`:
+`metrics` are floats, `protocol` says how they were computed (number of
+samples, split, resize, which generator, which weights) and is recorded next
+to every number.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxl2i import parallel
+from jaxl2i.data import pipeline
+from jaxl2i.nets import inception_fid
+
+PyTree = Any
+
+# Keys every evaluator config may set, with their defaults.
+DEFAULTS = dict(
+    every=1000,                 # steps between runs in the training loop
+    num_samples=5000,           # real examples of the eval split used
+    batch_size=0,               # global eval batch; 0: config.batch_size
+    generators=('ema', 'live'),  # which G weights ('ema' skipped if no EMA)
+    allow_random_weights=False,  # random Inception/AlexNet when offline
+    download_weights=True,      # try to download missing weight files
+    seed=0,
+)
+
+RANDOM_WARNING = ('computed with RANDOM network weights because the weight '
+                  'file is unavailable: NOT comparable to published numbers')
+
+
+def with_defaults(cfg: ml_collections.ConfigDict,
+                  extra: dict[str, Any]) -> ml_collections.ConfigDict:
+  """cfg on top of DEFAULTS and the evaluator's own defaults; unknown keys fail."""
+  known = {**DEFAULTS, **extra, 'type': ''}
+  unknown = set(cfg) - set(known)
+  if unknown:
+    raise ValueError(f'unknown keys {sorted(unknown)} in an evaluator config of '
+                     f'type {cfg.get("type")!r}; known: {sorted(known)}')
+  out = ml_collections.ConfigDict(known)
+  out.update(cfg)
+  return out
+
+
+def to_uint8(images: jax.Array) -> jax.Array:
+  """[-1,1] float -> uint8, exactly as the images would be saved as PNG."""
+  return jnp.clip(jnp.round((images.astype(jnp.float32) + 1.0) * 127.5), 0,
+                  255).astype(jnp.uint8)
+
+
+def generator_variables(state, which: str) -> PyTree | None:
+  """G variables for 'ema' or 'live' (None for 'ema' without an EMA)."""
+  g = state.g
+  if which == 'ema':
+    return None if state.ema_g is None else {'params': state.ema_g, **g.state}
+  if which == 'live':
+    return {'params': g.params, **g.state}
+  raise ValueError(f"generator {which!r}: use 'ema' or 'live'")
+
+
+class Base:
+  """Eval batches, sampling and protocol bookkeeping for one evaluator."""
+
+  def __init__(self, name: str, cfg, *, config, recipe, mesh, workdir: str):
+    self.name, self.cfg, self.config = name, cfg, config
+    self.recipe, self.mesh, self.workdir = recipe, mesh, workdir
+    self.every = int(cfg.every)
+    bs = cfg.batch_size or config.batch_size
+    self.batch_size = math.ceil(bs / jax.device_count()) * jax.device_count()
+    self.sample = jax.jit(recipe.sample)
+    self.random_weights = False
+
+  def batches(self) -> Iterator[tuple[np.ndarray, PyTree]]:
+    """(mask, global batch) over the eval split, every host's rows included.
+
+    `mask` is the global bool [B] validity of the rows as numpy (False for
+    the padding of the last batch), in the order of the gathered features.
+    """
+    ds = pipeline.eval_dataset(
+        self.config.data,
+        host_batch_size=self.batch_size // jax.process_count(),
+        process_index=jax.process_index(), process_count=jax.process_count(),
+        num_examples=self.cfg.num_samples)
+    for host in ds.as_numpy_iterator():
+      batch = parallel.to_global(host, self.mesh)
+      yield parallel.to_host(batch['_mask']), batch
+
+  def generators(self, state) -> list[tuple[str, PyTree]]:
+    out = []
+    for which in self.cfg.generators:
+      variables = generator_variables(state, which)
+      if variables is not None:
+        out.append((which, variables))
+    return out
+
+  def sample_key(self, i: int) -> jax.Array:
+    return jax.random.fold_in(jax.random.key(self.cfg.seed), i)
+
+  def protocol(self, **extra) -> dict[str, Any]:
+    p = dict(type=self.cfg.type, split=self.config.data.eval_split,
+             dataset=self.config.data.name, num_samples=self.cfg.num_samples,
+             generators=list(self.cfg.generators),
+             images='generator output quantised to uint8 as saved PNGs',
+             **extra)
+    if self.random_weights:
+      p['WARNING'] = RANDOM_WARNING
+    return p
+
+  def load_inception(self):
+    """Jitted uint8 images -> pool3 features, replicated on the mesh."""
+    variables, self.random_weights = inception_fid.load_inception(
+        allow_random=self.cfg.allow_random_weights,
+        download=self.cfg.download_weights)
+    if self.random_weights:
+      logging.warning('evaluator %s: %s', self.name, RANDOM_WARNING)
+    variables = jax.device_put(variables, parallel.replicated(self.mesh))
+    return inception_fid.inception_fn(variables)
+
+  def metric_name(self, base: str) -> str:
+    """'fid' -> 'fid_RANDOM_WEIGHTS' when the network is random."""
+    return f'{base}_RANDOM_WEIGHTS' if self.random_weights else base
+
+
+def inception_protocol(is_random: bool) -> str:
+  if is_random:
+    return 'RANDOM-weight InceptionV3 (no weight file cached)'
+  return (f'pytorch-fid InceptionV3 ({inception_fid.WEIGHTS_NAME}), bilinear '
+          'resize to 299 without antialiasing, pool3 2048-d, float32')
+
