@@ -4,6 +4,8 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -90,3 +92,48 @@ def test_missing_inception_weights_fail_clearly(setup, tmp_path):
   with pytest.raises(weights.WeightsUnavailableError,
                      match='pt_inception-2015-12-05'):
     evaluators.build(c, s.recipe, s.mesh, str(tmp_path))
+
+
+def _with_evals(config, **evals):
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.data.pp_eval = ('decode', 'resize(32)', 'pad_objects(3)',
+                    'keep("image", "label", "boxes", "classes", '
+                    '"objects_mask")')
+  c.evals = ml_collections.ConfigDict(evals)
+  return c
+
+
+def test_scene_fid_of_a_perfect_generator_is_zero(setup, tmp_path,
+                                                  monkeypatch):
+  s, state = setup
+  monkeypatch.setattr(s.recipe, 'sample',
+                      lambda v, batch, key: base.image_to_float(batch['image']))
+  c = _with_evals(s.config, scene=dict(
+      type='scene_fid', num_samples=8, batch_size=8, generators=('live',),
+      allow_random_weights=True))
+  metrics, protocols = evaluators.run(
+      evaluators.build(c, s.recipe, s.mesh, str(tmp_path)), state, step=1)
+  assert abs(metrics['eval/scene/scene_fid_RANDOM_WEIGHTS/live']) < 1e-2
+  assert protocols['scene']['num_real_crops'] > 8   # up to 3 objects each
+
+
+def test_diversity_measures_sample_differences(setup, tmp_path, monkeypatch):
+  s, state = setup
+  c = _with_evals(s.config, div=dict(
+      type='diversity', num_samples=8, batch_size=8, generators=('live',),
+      allow_random_weights=True))
+
+  def noisy(v, batch, key):   # differs between the two keys of a pair
+    real = base.image_to_float(batch['image'])
+    return jnp.clip(real + 0.3 * jax.random.normal(key, real.shape), -1, 1)
+
+  monkeypatch.setattr(s.recipe, 'sample', noisy)
+  metrics, _ = evaluators.run(
+      evaluators.build(c, s.recipe, s.mesh, str(tmp_path)), state, step=1)
+  assert metrics['eval/div/diversity_RANDOM_WEIGHTS/live'] > 1e-4, metrics
+
+  monkeypatch.setattr(s.recipe, 'sample',
+                      lambda v, batch, key: base.image_to_float(batch['image']))
+  metrics, _ = evaluators.run(
+      evaluators.build(c, s.recipe, s.mesh, str(tmp_path)), state, step=1)
+  assert metrics['eval/div/diversity_RANDOM_WEIGHTS/live'] == 0.0, metrics

@@ -2,6 +2,7 @@ r"""Converts a published PyTorch weight file into cached Flax parameters.
 
   python -m jaxl2i.nets.convert --name vgg19 [--src vgg19-dcbb9e9d.pth]
   python -m jaxl2i.nets.convert --name inception [--src pt_inception-....pth]
+  python -m jaxl2i.nets.convert --name alexnet   (LPIPS trunk; lpips_alex_lin: heads)
 
 With --src the local file is verified (sha256 prefix) and copied into the
 cache (`$JAXL2I_CACHE`, default ~/.cache/jaxl2i); without it the file is taken
@@ -19,10 +20,12 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from jaxl2i.nets import lpips  # pylint: disable=unused-import  (registers its files)
 from jaxl2i.nets import weights
 
 _NAME = flags.DEFINE_string(
-    'name', None, 'Weight file: short name (vgg19, inception) or file name.')
+    'name', None, 'Weight file: short name (vgg19, inception, alexnet, '
+    'lpips_alex_lin) or file name.')
 _SRC = flags.DEFINE_string(
     'src', None, 'Local copy of the published .pth to verify and install.')
 _DOWNLOAD = flags.DEFINE_bool(
