@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 from typing import Any
 
+from etils import epath
 import ml_collections
 
 DTYPES = ('float32', 'bfloat16')
@@ -143,11 +143,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
 
 
 def write_json(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """Writes the resolved config to `workdir/config.json` (atomically)."""
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, 'config.json')
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(config.to_dict(), f, indent=2, sort_keys=True, default=repr)
-  os.replace(tmp, path)
-  return path
+  """Writes the resolved config to `workdir/config.json` (local or gs://)."""
+  path = epath.Path(workdir) / 'config.json'
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.parent / 'config.json.tmp'
+  tmp.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True,
+                            default=repr))
+  tmp.replace(path)
+  return str(path)

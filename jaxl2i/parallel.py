@@ -22,7 +22,8 @@ PyTree = Any
 def maybe_initialize_distributed() -> None:
   """Calls jax.distributed.initialize() on multi-host runs.
 
-  Cloud TPU pods and SLURM are detected by JAX itself; elsewhere set
+  Cloud TPU pod slices and SLURM jobs of several tasks are detected (JAX
+  reads their environment); elsewhere set
   JAXL2I_COORDINATOR (host:port), JAXL2I_NUM_PROCESSES and JAXL2I_PROCESS_ID
   (launch/ scripts do).
   """
@@ -31,8 +32,9 @@ def maybe_initialize_distributed() -> None:
         coordinator_address=os.environ['JAXL2I_COORDINATOR'],
         num_processes=int(os.environ['JAXL2I_NUM_PROCESSES']),
         process_id=int(os.environ['JAXL2I_PROCESS_ID']))
-  elif os.environ.get('TPU_WORKER_HOSTNAMES', '').count(',') >= 1:
-    jax.distributed.initialize()
+  elif (os.environ.get('TPU_WORKER_HOSTNAMES', '').count(',') >= 1 or
+        int(os.environ.get('SLURM_NTASKS', '1')) > 1):
+    jax.distributed.initialize()   # JAX reads the pod / SLURM environment
   logging.info('process %d of %d, %d local / %d global devices',
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())

@@ -91,8 +91,7 @@ class _Grids:
     picture = visualize.grid([c for _, c in columns])
     if jax.process_index() == 0:
       self.writer.write_images(step, {'samples': picture[None]})
-      visualize.save_png(os.path.join(self.dir, f'step_{step:07d}.png'),
-                         picture)
+      visualize.save_png(f'{self.dir}/step_{step:07d}.png', picture)
       logging.info('wrote image grid of step %d (columns: %s)', step,
                    ' | '.join(name for name, _ in columns))
 

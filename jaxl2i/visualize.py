@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
+import io
 from typing import Sequence
 
+from etils import epath
 import numpy as np
 from PIL import Image
 
@@ -91,8 +92,11 @@ def grid(columns: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
 
 
 def save_png(path: str, picture: np.ndarray) -> None:
-  """Writes uint8 [H,W,3] atomically."""
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  tmp = path + '.tmp.png'
-  Image.fromarray(picture).save(tmp)
-  os.replace(tmp, path)
+  """Writes uint8 [H,W,3] as PNG, atomically (local or gs:// paths)."""
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  buf = io.BytesIO()
+  Image.fromarray(picture).save(buf, format='PNG')
+  tmp = path.parent / (path.name + '.tmp')
+  tmp.write_bytes(buf.getvalue())
+  tmp.replace(path)

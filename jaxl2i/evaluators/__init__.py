@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import pkgutil
 import time
 from typing import Any
 
 from absl import logging
+from etils import epath
 import jax
 
 from jaxl2i import config_lib
@@ -62,11 +62,11 @@ def run(evaluators: dict[str, Any], state, step: int) -> tuple[
 def write_json(workdir: str, step: int, metrics: dict[str, float],
                protocols: dict[str, Any]) -> str:
   """workdir/eval_<step>.json with every number and how it was computed."""
-  path = os.path.join(workdir, f'eval_{step}.json')
+  path = epath.Path(workdir) / f'eval_{step}.json'
   if jax.process_index() == 0:
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-      json.dump({'step': step, 'metrics': metrics, 'protocol': protocols}, f,
-                indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
-  return path
+    tmp = path.parent / (path.name + '.tmp')
+    tmp.write_text(json.dumps(
+        {'step': step, 'metrics': metrics, 'protocol': protocols}, indent=2,
+        sort_keys=True, default=str))
+    tmp.replace(path)
+  return str(path)

@@ -14,9 +14,8 @@ to `workdir/fid_stats/` in pytorch-fid's .npz format, or loaded from
 
 from __future__ import annotations
 
-import os
-
 from absl import logging
+from etils import epath
 import jax
 import numpy as np
 
@@ -83,9 +82,8 @@ class Evaluator(common.Base):
     if jax.process_index() != 0 or self.random_weights:
       return
     name = self.config.data.name.replace('/', '_')
-    path = os.path.join(self.workdir, 'fid_stats',
-                        f'{name}_{self.config.data.eval_split}_'
-                        f'{self._real.count}.npz')
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    path = (epath.Path(self.workdir) / 'fid_stats' /
+            f'{name}_{self.config.data.eval_split}_{self._real.count}.npz')
+    path.parent.mkdir(parents=True, exist_ok=True)
     fid_lib.save_stats(path, self._real.mu, self._real.sigma)
     logging.info('saved real FID statistics to %s', path)

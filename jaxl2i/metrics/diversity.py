@@ -13,6 +13,8 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
+from jaxl2i import parallel
+
 LpipsFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
@@ -40,7 +42,7 @@ class DiversityScore:
       [B] distances of this batch (padded rows included).
     """
     d = self.lpips(samples_a, samples_b)
-    v = np.asarray(jax.device_get(d), np.float64).reshape(-1)
+    v = np.asarray(parallel.to_host(d), np.float64).reshape(-1)
     if mask is not None:
       v = v[np.asarray(mask).astype(bool).reshape(-1)]
     self.values.append(v)

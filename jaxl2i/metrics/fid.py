@@ -25,6 +25,7 @@ from typing import Any
 import warnings
 
 from absl import logging
+from etils import epath
 import numpy as np
 from scipy import linalg
 
@@ -220,13 +221,13 @@ def fid_from_features(feats_a: Any, feats_b: Any,
 def save_stats(path: str | os.PathLike[str], mu: np.ndarray,
                sigma: np.ndarray) -> None:
   """Writes pytorch-fid's statistics file: `.npz` with `mu` and `sigma`."""
-  with open(path, 'wb') as f:
+  with epath.Path(path).open('wb') as f:
     np.savez(f, mu=np.asarray(mu), sigma=np.asarray(sigma))
 
 
 def load_stats(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
   """Reads an `.npz` statistics file (pytorch-fid format) -> (mu, sigma)."""
-  with np.load(path) as f:
+  with epath.Path(path).open('rb') as fh, np.load(fh) as f:
     return f['mu'][:], f['sigma'][:]
 
 

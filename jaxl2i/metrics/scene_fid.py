@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxl2i import parallel
 from jaxl2i.metrics import fid as fid_lib
 
 CROP_SIZE = 224  # LAMA / OC-GAN crop resolution.
@@ -160,9 +161,10 @@ class SceneFID:
               rounding: str) -> None:
     crops, valid = self._crop(images, boxes, mask, size=self.size,
                               rounding=rounding)
-    valid = np.asarray(jax.device_get(valid))
+    # to_host gathers every host's rows of global (multi-host) arrays.
+    valid = parallel.to_host(valid)
     if valid.any():
-      stats.update(np.asarray(jax.device_get(self.feature_fn(crops))), valid)
+      stats.update(parallel.to_host(self.feature_fn(crops)), valid)
 
   def update_real(self, images: jax.Array, boxes: jax.Array,
                   mask: jax.Array) -> None:
