@@ -52,9 +52,9 @@ def get_config(arg=None):
   # biased upwards; the protocol in eval_<step>.json says so); without the
   # Inception weight file cached it runs on RANDOM weights and is labelled
   # fid_RANDOM_WEIGHTS: a smoke signal, not a FID.
-  c.evals.fid = dict(type='fid', every=c.total_steps, num_samples=200,
-                     batch_size=40, generators=('ema',),
-                     allow_random_weights=True, kid=False)
+  c.evals.fid = config_lib.evaluator(
+      'fid', every=c.total_steps, num_samples=200, batch_size=40,
+      generators=('ema',), allow_random_weights=True, kid=False)
   if arg.tiny:
     c.model.ngf = c.model.ndf = 8
     c.model.n_layers_d = 2

@@ -118,6 +118,40 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+# Evaluators (jaxl2i/evaluators/<type>.py): keys every evaluator takes, and
+# each type's own. `evaluator()` fills them in so the whole entry lives in the
+# config and any key can be overridden on the command line.
+EVAL_DEFAULTS = dict(
+    every=1000,                  # steps between runs in the training loop
+    at_end=True,                 # also run after the last training step
+    num_samples=5000,            # examples of the eval split used
+    batch_size=0,                # global eval batch; 0: config.batch_size
+    generators=('ema', 'live'),  # which G weights ('ema' skipped if no EMA)
+    allow_random_weights=False,  # random Inception/AlexNet when offline
+    download_weights=True,       # try to download missing weight files
+    seed=0,
+)
+EVAL_TYPE_DEFAULTS = {
+    'fid': dict(reference_stats='', kid=True, kid_subset_size=1000,
+                kid_subsets=100),
+    'scene_fid': dict(crop_size=224),   # LAMA's crop size
+    'diversity': {},
+}
+
+
+def evaluator(type: str, **overrides: Any) -> ml_collections.ConfigDict:  # pylint: disable=redefined-builtin
+  """A complete config.evals entry of `type`; unknown keys fail."""
+  if type not in EVAL_TYPE_DEFAULTS:
+    raise ConfigError(f'evaluator type {type!r}; known: '
+                      f'{", ".join(sorted(EVAL_TYPE_DEFAULTS))}')
+  known = {**EVAL_DEFAULTS, **EVAL_TYPE_DEFAULTS[type]}
+  unknown = set(overrides) - set(known)
+  if unknown:
+    raise ConfigError(f'unknown keys {sorted(unknown)} for a {type!r} '
+                      f'evaluator; known: {", ".join(sorted(known))}')
+  return ml_collections.ConfigDict({'type': type, **known, **overrides})
+
+
 def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
   """Raises ConfigError (one line) when the config cannot run."""
   if not config.recipe:

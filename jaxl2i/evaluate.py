@@ -12,15 +12,22 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
+from etils import epath
 import jax
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Experiment config file (configs/*.py[:variant]).',
-    lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir.')
-_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
-flags.mark_flags_as_required(['config', 'workdir'])
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  """Only when run as a program: jaxl2i.main imports evaluate() and has its
+  own --config/--workdir flags."""
+  config_flags.DEFINE_config_file(
+      'config', None, 'Experiment config file (configs/*.py[:variant]).',
+      lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Training workdir.')
+  flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
+  flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def evaluate(config, workdir: str, step: int | None = None) -> str:
@@ -36,6 +43,10 @@ def evaluate(config, workdir: str, step: int | None = None) -> str:
     raise config_lib.ConfigError(
         'config.evals is empty: nothing to evaluate (add e.g. '
         "config.evals.fid = dict(type='fid', num_samples=5000))")
+  ckpt_dir = epath.Path(workdir) / 'checkpoints'
+  if not ckpt_dir.exists():
+    raise config_lib.ConfigError(f'no checkpoint in {ckpt_dir} (no such '
+                                 'directory): train first, or fix --workdir')
   setup = train.Setup(config)
   ckpt = checkpointing.Checkpointer(workdir, every=1, keep=config.keep_ckpts,
                                     asynchronous=False)
@@ -60,13 +71,13 @@ def evaluate(config, workdir: str, step: int | None = None) -> str:
 
 def main(argv):
   del argv
-  from jaxl2i import main as main_lib  # pylint: disable=g-import-not-at-top
-  main_lib.setup_logging_and_jax()
+  from jaxl2i import runtime  # pylint: disable=g-import-not-at-top
+  runtime.setup()
   from jaxl2i import config_lib  # pylint: disable=g-import-not-at-top
   from jaxl2i.data import DatasetUnavailableError  # pylint: disable=g-import-not-at-top
   from jaxl2i.nets.weights import WeightsUnavailableError  # pylint: disable=g-import-not-at-top
   try:
-    path = evaluate(_CONFIG.value, _WORKDIR.value, _STEP.value)
+    path = evaluate(FLAGS.config, FLAGS.workdir, FLAGS.step)
   except (config_lib.ConfigError, DatasetUnavailableError,
           WeightsUnavailableError) as e:
     print(f'error: {e}', file=sys.stderr)
@@ -76,4 +87,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

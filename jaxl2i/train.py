@@ -225,8 +225,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         pending, first_pending = [], step + 1
       if step % config.image_every == 0 or step == config.total_steps:
         grids(step, state)
-      due = {n: e for n, e in evals.items()
-             if step % e.every == 0 or step == config.total_steps}
+      due = {n: e for n, e in evals.items() if step % e.every == 0 or
+             (e.at_end and step == config.total_steps)}
       if due:
         eval_metrics, protocols = evaluators.run(due, state, step)
         writer.write_scalars(step, eval_metrics)

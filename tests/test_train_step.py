@@ -6,6 +6,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -150,3 +151,14 @@ def test_bitwise_resume(setup8, tmp_path):
   resumed = _host(resumed)
   for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_bfloat16_step(setup8):
+  """bf16 compute: finite losses, params/EMA/optimizer stay float32."""
+  config = ml_collections.ConfigDict(setup8.config.to_dict())
+  config.dtype = 'bfloat16'
+  setup = Setup(config, setup8.mesh)
+  state, metrics = setup.run(setup.init(), 1, 2)
+  assert all(np.isfinite(v) for v in _host(metrics).values())
+  for leaf in jax.tree.leaves((state.g.params, state.g.opt, state.ema_g)):
+    assert leaf.dtype in (jnp.float32, jnp.int32), leaf.dtype

@@ -22,38 +22,24 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxl2i import config_lib
 from jaxl2i import parallel
 from jaxl2i.data import pipeline
 from jaxl2i.nets import inception_fid
 
 PyTree = Any
 
-# Keys every evaluator config may set, with their defaults.
-DEFAULTS = dict(
-    every=1000,                 # steps between runs in the training loop
-    num_samples=5000,           # real examples of the eval split used
-    batch_size=0,               # global eval batch; 0: config.batch_size
-    generators=('ema', 'live'),  # which G weights ('ema' skipped if no EMA)
-    allow_random_weights=False,  # random Inception/AlexNet when offline
-    download_weights=True,      # try to download missing weight files
-    seed=0,
-)
-
 RANDOM_WARNING = ('computed with RANDOM network weights because the weight '
                   'file is unavailable: NOT comparable to published numbers')
 
 
-def with_defaults(cfg: ml_collections.ConfigDict,
-                  extra: dict[str, Any]) -> ml_collections.ConfigDict:
-  """cfg on top of DEFAULTS and the evaluator's own defaults; unknown keys fail."""
-  known = {**DEFAULTS, **extra, 'type': ''}
-  unknown = set(cfg) - set(known)
-  if unknown:
-    raise ValueError(f'unknown keys {sorted(unknown)} in an evaluator config of '
-                     f'type {cfg.get("type")!r}; known: {sorted(known)}')
-  out = ml_collections.ConfigDict(known)
-  out.update(cfg)
-  return out
+def with_defaults(
+    cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """cfg completed with config_lib's defaults of its type; unknown keys fail."""
+  try:
+    return config_lib.evaluator(**cfg.to_dict())
+  except config_lib.ConfigError as e:
+    raise ValueError(str(e)) from e
 
 
 def to_uint8(images: jax.Array) -> jax.Array:
@@ -76,9 +62,11 @@ class Base:
   """Eval batches, sampling and protocol bookkeeping for one evaluator."""
 
   def __init__(self, name: str, cfg, *, config, recipe, mesh, workdir: str):
+    cfg = with_defaults(cfg)
     self.name, self.cfg, self.config = name, cfg, config
     self.recipe, self.mesh, self.workdir = recipe, mesh, workdir
     self.every = int(cfg.every)
+    self.at_end = bool(cfg.at_end)
     bs = cfg.batch_size or config.batch_size
     self.batch_size = math.ceil(bs / jax.device_count()) * jax.device_count()
     self.sample = jax.jit(recipe.sample)

@@ -24,7 +24,7 @@ class Evaluator(common.Base):
   """Mean LPIPS distance between sample pairs of each generator."""
 
   def __init__(self, name, cfg, **kwargs):
-    super().__init__(name, common.with_defaults(cfg, {}), **kwargs)
+    super().__init__(name, cfg, **kwargs)
     try:
       variables = lpips_lib.load_lpips(download=self.cfg.download_weights)
     except weights.WeightsUnavailableError:

@@ -24,15 +24,13 @@ from jaxl2i.evaluators import common
 from jaxl2i.metrics import fid as fid_lib
 
 DIM = 2048
-EXTRA_DEFAULTS = dict(reference_stats='', kid=True, kid_subset_size=1000,
-                      kid_subsets=100)
 
 
 class Evaluator(common.Base):
   """FID/KID of each generator against real eval images."""
 
   def __init__(self, name, cfg, **kwargs):
-    super().__init__(name, common.with_defaults(cfg, EXTRA_DEFAULTS), **kwargs)
+    super().__init__(name, cfg, **kwargs)
     self.features = self.load_inception()
     self._real: fid_lib.FeatureStats | None = None
     self._real_mu_sigma = None

@@ -14,14 +14,13 @@ from __future__ import annotations
 from jaxl2i.evaluators import common
 from jaxl2i.metrics import scene_fid as scene_fid_lib
 
-EXTRA_DEFAULTS = dict(crop_size=scene_fid_lib.CROP_SIZE)
 
 
 class Evaluator(common.Base):
   """SceneFID of each generator."""
 
   def __init__(self, name, cfg, **kwargs):
-    super().__init__(name, common.with_defaults(cfg, EXTRA_DEFAULTS), **kwargs)
+    super().__init__(name, cfg, **kwargs)
     self.features = self.load_inception()
 
   def run(self, state):
