@@ -12,7 +12,9 @@ command line fails at once, and `validate` turns bad values into one clear
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
+import os
 from typing import Any
 
 from etils import epath
@@ -70,6 +72,16 @@ def _convert(name: str, text: str, default: Any) -> Any:
       and not isinstance(value, (int, float))):
     raise ConfigError(f'config option {name} takes a number, got {text!r}')
   return type(default)(value) if isinstance(default, (int, float)) else value
+
+
+def load(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """get_config(arg) of a config file, as --config=path:arg does."""
+  spec = importlib.util.spec_from_file_location('jaxl2i_config', path)
+  if spec is None or not os.path.exists(path):
+    raise ConfigError(f'no config file {path}')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
 
 
 def base_config() -> ml_collections.ConfigDict:

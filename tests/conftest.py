@@ -12,6 +12,11 @@ os.environ['XLA_FLAGS'] = (
     ' --xla_force_host_platform_device_count=8')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
+# One persistent XLA compilation cache for the session's workers and the
+# subprocesses they start: the tiny steps and the Inception are compiled once.
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.path.join(
+    tempfile.gettempdir(), f'jaxl2i_test_xla_cache_{os.getuid()}'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 # No test touches the network or the user's weight cache.
 os.environ['JAXL2I_OFFLINE'] = '1'
 os.environ['JAXL2I_CACHE'] = tempfile.mkdtemp(prefix='jaxl2i_test_cache_')

@@ -1,11 +1,11 @@
 """Shared by the multi-host test and its worker processes."""
 
-import importlib.util
 import os
 import types
 
 import jax
 
+from jaxl2i import config_lib
 from jaxl2i import parallel
 from jaxl2i import state as state_lib
 from jaxl2i import step as step_lib
@@ -18,10 +18,7 @@ CONFIG = os.path.join(os.path.dirname(os.path.dirname(
 
 
 def setup(mesh):
-  spec = importlib.util.spec_from_file_location('cfg', CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config('tiny')
+  config = config_lib.load(CONFIG, 'tiny')
   recipe = base.get_recipe(config, fakes.FakeMeta())
   tx_g, _ = state_lib.make_optimizer(config, 'g')
   tx_d, _ = state_lib.make_optimizer(config, 'd')

@@ -1,7 +1,6 @@
 """Configs: variant parsing, every config builds, clear errors."""
 
 import glob
-import importlib.util
 import json
 import os
 
@@ -14,13 +13,6 @@ import fakes
 
 CONFIGS = sorted(glob.glob(os.path.join(
     os.path.dirname(os.path.dirname(__file__)), 'configs', '*.py')))
-
-
-def _load(path):
-  spec = importlib.util.spec_from_file_location('cfg', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def test_parse_arg_types():
@@ -55,8 +47,8 @@ def test_locked_config_rejects_unknown_keys():
     ('total_steps', 0, 'must be positive'),
 ])
 def test_validate_errors(field, value, match):
-  c = _load(os.path.join(os.path.dirname(CONFIGS[0]),
-                         'synthetic_pix2pix.py')).get_config('tiny')
+  c = config_lib.load(os.path.join(os.path.dirname(CONFIGS[0]),
+                                  'synthetic_pix2pix.py'), 'tiny')
   c[field] = value
   with pytest.raises(config_lib.ConfigError, match=match):
     config_lib.validate(c, num_devices=8)
@@ -74,7 +66,7 @@ def test_every_config_builds_and_initialises(path, arg):
   """get_config() and :tiny build, and the state initialises (eval_shape)."""
   from jaxl2i import state as state_lib
   from jaxl2i.recipes import base
-  c = _load(path).get_config(arg)
+  c = config_lib.load(path, arg)
   c.lock()
   recipe = base.get_recipe(c, fakes.FakeMeta())
   tx_g, _ = state_lib.make_optimizer(c, 'g')
@@ -85,3 +77,8 @@ def test_every_config_builds_and_initialises(path, arg):
   s = jax.eval_shape(lambda k, b: state_lib.init_state(
       k, recipe, b, tx_g, tx_d, c.ema.decay), jax.random.key(0), b)
   assert state_lib.count_params(s.g.params) > 0
+
+
+def test_load_missing_file():
+  with pytest.raises(config_lib.ConfigError, match='no config file'):
+    config_lib.load('configs/does_not_exist.py')

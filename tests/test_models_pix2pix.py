@@ -25,19 +25,6 @@ UNET256_BLOCK_PARAMS = {  # level → (outer, inner) block of B2b
     4: 12_584_960, 5: 12_584_960, 6: 12_584_960, 7: 8_389_632}
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _fast_compiles():
-  """Unoptimised XLA compiles: the tiny nets here compile many times faster.
-
-  Scoped to this module (restored afterwards); tests/conftest.py does not set
-  it globally.
-  """
-  old = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', old)
-
-
 def _count(tree) -> int:
   return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
 

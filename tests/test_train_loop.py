@@ -1,6 +1,5 @@
 """The training loop's guards: NaN stop, SIGTERM save, per-group rates."""
 
-import importlib.util
 import os
 import signal
 
@@ -11,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from jaxl2i import config_lib
 from jaxl2i import state as state_lib
 from jaxl2i import step as step_lib
 from jaxl2i import train
@@ -19,11 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(data_dir, **overrides):
-  spec = importlib.util.spec_from_file_location(
-      'cfg', os.path.join(ROOT, 'configs', 'synthetic_pix2pix.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config('tiny')
+  c = config_lib.load(os.path.join(ROOT, 'configs', 'synthetic_pix2pix.py'),
+                      'tiny')
   c.data.data_dir = data_dir
   c.evals = ml_collections.ConfigDict()
   c.update(overrides)

@@ -1,7 +1,6 @@
 """The shared step on every recipe's tiny config: one step, devices, resume."""
 
 import glob
-import importlib.util
 import os
 
 import jax
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 
 from jaxl2i import checkpointing
+from jaxl2i import config_lib
 from jaxl2i import parallel
 from jaxl2i import state as state_lib
 from jaxl2i import step as step_lib
@@ -25,10 +25,7 @@ RECIPE_CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'configs',
 
 
 def _config(path):
-  spec = importlib.util.spec_from_file_location('cfg', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config('tiny')
+  c = config_lib.load(path, 'tiny')
   c.lock()
   return c
 

@@ -20,19 +20,6 @@ tnn = torch.nn
 TOL = 1e-4  # max abs difference, float32
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _fast_compiles():
-  """Unoptimised XLA compiles: the tiny nets here compile many times faster.
-
-  Scoped to this module (restored afterwards); tests/conftest.py does not set
-  it globally.
-  """
-  old = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', old)
-
-
 def _t2n(t):
   return t.detach().cpu().numpy()
 
