@@ -21,7 +21,6 @@ and var}; module names follow the PyTorch ones (Mixed_5b/branch1x1/conv ...).
 from collections.abc import Callable
 import functools
 
-from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -336,11 +335,5 @@ def load_inception(allow_random: bool = False, *,
   Raises:
     weights.WeightsUnavailableError: unavailable and allow_random is False.
   """
-  try:
-    return weights.load_params(WEIGHTS_NAME, download=download), False
-  except weights.WeightsUnavailableError as e:
-    if not allow_random:
-      raise
-    logging.warning('FID Inception weights unavailable, using RANDOM weights '
-                    '(FIDs are not real FIDs): %s', e)
-    return init_variables(), True
+  return weights.load_or_random(WEIGHTS_NAME, init_variables,
+                                allow_random=allow_random, download=download)

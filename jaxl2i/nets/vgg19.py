@@ -27,7 +27,6 @@ conv (None = the global default).
 from collections.abc import Sequence
 import functools
 
-from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -166,10 +165,5 @@ def load_vgg19(allow_random: bool = False, *,
   Raises:
     weights.WeightsUnavailableError: unavailable and allow_random is False.
   """
-  try:
-    return weights.load_params(WEIGHTS_NAME, download=download), False
-  except weights.WeightsUnavailableError as e:
-    if not allow_random:
-      raise
-    logging.warning('VGG-19 weights unavailable, using RANDOM weights: %s', e)
-    return init_variables(), True
+  return weights.load_or_random(WEIGHTS_NAME, init_variables,
+                                allow_random=allow_random, download=download)

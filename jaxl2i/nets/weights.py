@@ -389,3 +389,21 @@ def load_params(name: str, *, download: bool = True) -> dict:
     raise
   logging.info('Converted %s to %s', src, npz)
   return variables
+
+
+def load_or_random(name: str, init_variables, *, allow_random: bool,
+                   download: bool) -> tuple[dict, bool]:
+  """(load_params(name), False), or (init_variables(), True) when the file is
+  unavailable and `allow_random`; the caller must label random results.
+
+  Raises:
+    WeightsUnavailableError: unavailable and allow_random is False.
+  """
+  try:
+    return load_params(name, download=download), False
+  except WeightsUnavailableError as e:
+    if not allow_random:
+      raise
+    logging.warning('%s unavailable, using RANDOM weights (results are not '
+                    'comparable to published ones): %s', name, e)
+    return init_variables(), True
