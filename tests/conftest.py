@@ -39,3 +39,24 @@ def shared_dir():
   if not os.path.isdir(SHARED):
     pytest.fail(f'{SHARED} is missing: tests expect ../shared beside the repo.')
   return SHARED
+
+
+# The longest tests (subprocess runs, Inception evaluations, 2048-d sqrtm)
+# go first, so that `pytest -n 2` spreads them over both workers instead of
+# leaving one of them to finish alone.
+SLOW_FIRST = ('test_main.py::test_train_writes_everything_and_resumes',
+              'test_fid_parity.py::test_fid_end_to_end',
+              'test_colabs.py::', 'test_multihost.py::',
+              'test_evaluators.py::test_fid_of_a_perfect',
+              'test_evaluators.py::test_scene_fid_of_a_perfect',
+              'test_train_loop.py::')
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+
+  def rank(item):   # position in SLOW_FIRST; the rest keep their order
+    return next((i for i, s in enumerate(SLOW_FIRST) if s in item.nodeid),
+                len(SLOW_FIRST))
+
+  items.sort(key=rank)
