@@ -18,14 +18,18 @@ Batches are dicts of tf tensors with a leading host batch axis; moving them to
 the devices is parallel.py's job. TensorFlow never sees an accelerator.
 """
 import dataclasses
+import json
+import os
 import time
 from typing import Any, Mapping
 
 from absl import logging
+from etils import epath
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from jaxl2i.data import builders
+from jaxl2i.data import layout_ops  # registers the Visual Genome layout ops
 from jaxl2i.data import ops
 from jaxl2i.data.errors import DatasetUnavailableError
 
@@ -52,7 +56,8 @@ class DatasetMeta:
   Attributes:
     num_classes: size of the class vocabulary, including id 0 ('__pad__').
     class_names: the names, index = class id.
-    image_size: (H, W) of the stored examples (before any resize op).
+    image_size: (H, W) of the stored examples (before any resize op);
+      (None, None) when their sizes vary (COCO, Visual Genome).
     ignore_label: label id of unlabeled pixels, or None if there are none.
     max_objects: object slots per example (data.max_objects if set, else the
       builder's maximum object count).
@@ -60,10 +65,33 @@ class DatasetMeta:
   """
   num_classes: int
   class_names: tuple[str, ...]
-  image_size: tuple[int, int]
+  image_size: tuple[int | None, int | None]
   ignore_label: int | None
   max_objects: int
   num_examples: Mapping[str, int]
+
+
+META_FILE = 'dataset_meta.json'
+
+
+def save_meta(meta: DatasetMeta, workdir: str) -> None:
+  """Writes `workdir/dataset_meta.json`: what generating needs without data."""
+  path = epath.Path(workdir) / META_FILE
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.parent / (META_FILE + '.tmp')
+  tmp.write_text(json.dumps(dataclasses.asdict(meta), indent=2))
+  tmp.replace(path)
+
+
+def load_meta(workdir: str) -> DatasetMeta | None:
+  """The DatasetMeta saved in `workdir`, or None if there is none."""
+  path = epath.Path(workdir) / META_FILE
+  if not path.exists():
+    return None
+  d = json.loads(path.read_text())
+  d['class_names'] = tuple(d['class_names'])
+  d['image_size'] = tuple(d['image_size'])
+  return DatasetMeta(**d)
 
 
 def _base_name(name: str) -> str:
@@ -96,13 +124,15 @@ def get_builder(data_cfg) -> tfds.core.DatasetBuilder:
                  time.perf_counter() - start)
     return builder
   instructions = getattr(builder, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None) or ''
-  manual = data_cfg.get('manual_dir') or '<data_dir>/downloads/manual'
+  manual = data_cfg.get('manual_dir') or os.path.join(
+      data_dir or tfds.core.constants.DATA_DIR, 'downloads', 'manual')
   raise DatasetUnavailableError(
       f"dataset '{data_cfg.name}' is not prepared in {builder.data_dir}. "
-      f'Fetch its official files, put them in {manual} (data.manual_dir), '
-      'and build it once with tfds.builder(name, data_dir=...)'
-      '.download_and_prepare(download_config=tfds.download.DownloadConfig('
-      f'manual_dir=...)). {instructions}'.strip())
+      f'Fetch its official files, put them in {manual}, and build it once '
+      f'with `python -m jaxl2i.data.prepare --dataset={data_cfg.name} '
+      f'--manual_dir={manual}'
+      + (f' --data_dir={data_dir}`' if data_dir else '`')
+      + f'. {instructions}'.strip())
 
 
 def dataset_meta(data_cfg) -> DatasetMeta:

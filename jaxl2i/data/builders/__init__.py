@@ -13,6 +13,8 @@ from jaxl2i.data.errors import DatasetUnavailableError
 # Dataset name (as in `data.name`, before any '/config') -> builder module.
 KNOWN = {
     'synthetic_scenes': 'jaxl2i.data.builders.synthetic_scenes',
+    'coco_stuff_layout': 'jaxl2i.data.builders.coco_stuff_layout',
+    'visual_genome_layout': 'jaxl2i.data.builders.visual_genome_layout',
 }
 
 
