@@ -14,6 +14,7 @@ from typing import Any
 
 from absl import logging
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 PyTree = Any
@@ -27,7 +28,7 @@ class Checkpointer:
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
     self.every = every
     self._manager = ocp.CheckpointManager(
-        self.directory,
+        self.directory, item_handlers=ocp.StandardCheckpointHandler(),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True,
             enable_async_checkpointing=asynchronous))
@@ -48,6 +49,21 @@ class Checkpointer:
                  self.directory)
     return self._manager.restore(
         step, args=ocp.args.StandardRestore(abstract_state))
+
+  def restore_raw(self, step: int | None = None) -> PyTree:
+    """Restores `step` (default: latest) as nested dicts of host arrays.
+
+    No abstract state needed: for reading the generator of a run (or of an
+    imported checkpoint) without building its dataset pipeline, on any
+    number of devices (numpy targets carry no sharding, so a checkpoint of
+    an 8-GPU run restores on a laptop).
+    """
+    step = self.latest_step if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint in {self.directory}')
+    tree = self._manager.item_metadata(step)
+    target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), tree)
+    return self._manager.restore(step, args=ocp.args.StandardRestore(target))
 
   def save(self, step: int, state: PyTree, *, force: bool = False) -> bool:
     """Saves when `step` is a multiple of `every` (or `force`)."""

@@ -21,6 +21,7 @@ from etils import epath
 import ml_collections
 
 DTYPES = ('float32', 'bfloat16')
+SCHEDULES = ('constant', 'linear_decay', 'step')
 
 
 class ConfigError(ValueError):
@@ -74,14 +75,26 @@ def _convert(name: str, text: str, default: Any) -> Any:
   return type(default)(value) if isinstance(default, (int, float)) else value
 
 
-def load(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
-  """get_config(arg) of a config file, as --config=path:arg does."""
-  spec = importlib.util.spec_from_file_location('jaxl2i_config', path)
+def load_module(path: str, sibling: str | None = None):
+  """Imports a config file (or `sibling`, a file beside `path`) by path.
+
+  configs/ is not a package, so experiment files share settings this way:
+  `_lama = config_lib.load_module(__file__, 'synthetic_lama.py')`.
+  """
+  if sibling:
+    path = os.path.join(os.path.dirname(os.path.abspath(path)), sibling)
+  spec = importlib.util.spec_from_file_location(
+      'jaxl2i_config_' + os.path.basename(path)[:-3], path)
   if spec is None or not os.path.exists(path):
     raise ConfigError(f'no config file {path}')
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return module
+
+
+def load(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+  """get_config(arg) of a config file, as --config=path:arg does."""
+  return load_module(path).get_config(arg)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -92,6 +105,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.dtype = 'float32'        # compute dtype; params/optimizer/EMA stay fp32
   c.batch_size = 8           # global batch over all devices and hosts
   c.total_steps = 1000
+  # > 0: the run length in epochs instead; the trainer sets total_steps to
+  # total_epochs · steps_per_epoch once the dataset size is known, where
+  # steps_per_epoch = ⌊num_train · data.epoch_multiplier / batch_size⌋.
+  c.total_epochs = 0.0
 
   c.data = ml_collections.ConfigDict()
   c.data.name = 'synthetic_scenes/res64'
@@ -103,6 +120,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.pp_eval = ('decode',)
   c.data.shuffle_buffer = 1000
   c.data.max_objects = 8
+  # Examples per epoch = multiplier · split size (LAMA's loaders count the
+  # mirrored copy of every image: an epoch is 2 passes of random flips).
+  c.data.epoch_multiplier = 1
 
   c.model = ml_collections.ConfigDict()   # the recipe's modules
   c.loss = ml_collections.ConfigDict()    # the recipe's loss weights
@@ -113,11 +133,17 @@ def base_config() -> ml_collections.ConfigDict:
       dict(lr=2e-4, b1=0.5, b2=0.999, eps=1e-8, groups=()))
   c.optim.d = ml_collections.ConfigDict(
       dict(lr=2e-4, b1=0.5, b2=0.999, eps=1e-8, groups=()))
-  # 'constant', or 'linear_decay': constant until `decay_start` steps then
-  # linear to `decay_to` times the peak at `total_steps`.
+  # 'constant'; 'linear_decay': constant until `decay_start` steps then
+  # linear to `decay_to` times the peak at `total_steps`; 'step': ×
+  # `decay_factor` at each epoch of `decay_epochs` (PyTorch MultiStepLR).
   c.optim.schedule = 'constant'
   c.optim.decay_start = 0
   c.optim.decay_to = 0.0
+  c.optim.decay_epochs = ()
+  c.optim.decay_factor = 0.1
+  # The first `d_only_steps` iterations of every epoch update only D
+  # (LAMA/LostGAN train.py: G is stepped only when idx > 30).
+  c.optim.d_only_steps = 0
 
   c.ema = ml_collections.ConfigDict(dict(decay=0.999, start=0))  # decay 0: off
 
@@ -142,12 +168,18 @@ EVAL_DEFAULTS = dict(
     allow_random_weights=False,  # random Inception/AlexNet when offline
     download_weights=True,       # try to download missing weight files
     seed=0,
+    samples_per_input=1,         # generated samples per eval input (LAMA: 5)
+    uint8='round',               # 'round' or 'truncate' (LAMA's test.py)
 )
 EVAL_TYPE_DEFAULTS = {
     'fid': dict(reference_stats='', kid=True, kid_subset_size=1000,
                 kid_subsets=100),
     'scene_fid': dict(crop_size=224),   # LAMA's crop size
     'diversity': {},
+    'mask_entropy': {},
+    # LAMA Sec. 3: FID / SceneFID / entropy with masks (1−τ)·M + τ/m.
+    'tainted_mask': dict(taus=(0.0, 0.02, 0.05, 0.1, 0.2), mask_source='gt',
+                         scene_fid=True, crop_size=224),
 }
 
 
@@ -180,12 +212,34 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
         f'{num_devices} devices; use a multiple of {num_devices}')
   if not 0.0 <= config.ema.decay < 1.0:
     raise ConfigError(f'config.ema.decay={config.ema.decay} must be in [0, 1)')
-  if config.optim.schedule not in ('constant', 'linear_decay'):
+  if config.optim.schedule not in SCHEDULES:
     raise ConfigError(f'config.optim.schedule={config.optim.schedule!r}: use '
-                      "'constant' or 'linear_decay'")
+                      f'one of {SCHEDULES}')
+  if config.optim.schedule == 'step' and not config.optim.decay_epochs:
+    raise ConfigError("config.optim.schedule='step' needs "
+                      'config.optim.decay_epochs, e.g. (120, 160)')
+  if config.total_epochs < 0 or config.optim.d_only_steps < 0:
+    raise ConfigError('config.total_epochs and config.optim.d_only_steps '
+                      'must be >= 0')
   for net in ('g', 'd'):
     if config.optim[net].lr < 0:
       raise ConfigError(f'config.optim.{net}.lr must be >= 0')
+
+
+def resolve_epochs(config: ml_collections.ConfigDict,
+                   num_train_examples: int) -> int:
+  """Returns steps_per_epoch; sets total_steps from total_epochs if > 0.
+
+  steps_per_epoch = ⌊num_train · data.epoch_multiplier / batch_size⌋ (at
+  least 1), PyTorch's DataLoader with drop_last. Writes into `config` (a
+  locked ConfigDict accepts new values of existing keys), so config.json
+  records the step count the run uses.
+  """
+  n = num_train_examples * config.data.epoch_multiplier
+  steps_per_epoch = max(1, n // config.batch_size)
+  if config.total_epochs > 0:
+    config.total_steps = max(1, round(config.total_epochs * steps_per_epoch))
+  return steps_per_epoch
 
 
 def write_json(config: ml_collections.ConfigDict, workdir: str) -> str:

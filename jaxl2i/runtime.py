@@ -27,7 +27,10 @@ def _configure_jax() -> None:
   # Partitionable Threefry: random numbers of a global shape are generated
   # shard-locally and do not change with the number of devices or JAX version.
   jax.config.update('jax_threefry_partitionable', True)
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  except ImportError:   # benchmarks / generation without the data stack
+    return
   tf.config.set_visible_devices([], 'GPU')   # tf.data stays on the CPU
 
 

@@ -37,9 +37,9 @@ class NonFiniteLossError(FloatingPointError):
   """A loss became NaN/inf; the run stopped without saving the bad state."""
 
 
-def _optimizers(config, recipe):
-  tx_g, sched_g = state_lib.make_optimizer(config, 'g')
-  tx_d, sched_d = (state_lib.make_optimizer(config, 'd')
+def _optimizers(config, recipe, steps_per_epoch):
+  tx_g, sched_g = state_lib.make_optimizer(config, 'g', steps_per_epoch)
+  tx_d, sched_d = (state_lib.make_optimizer(config, 'd', steps_per_epoch)
                    if recipe.d is not None else (None, None))
   return tx_g, tx_d, {'g/lr': sched_g, 'd/lr': sched_d}
 
@@ -76,16 +76,18 @@ class _Grids:
     self.dir = os.path.join(workdir, 'images')
     self.host, self.batch = _grid_batch(config, mesh)
     self.key = jax.random.key(config.seed + 1)   # fixed: comparable over time
-    self.sample = jax.jit(recipe.sample)
+    self.sample = jax.jit(recipe.grid_samples)
 
   def __call__(self, step: int, state: state_lib.GanState) -> None:
     g = state.g
     columns = [('input', self.recipe.grid_inputs(self.host))]
+    generators = [('live', {'params': g.params, **g.state})]
     if state.ema_g is not None:
-      ema_vars = {'params': state.ema_g, **g.state}
-      columns.append(('ema', self.sample(ema_vars, self.batch, self.key)))
-    columns.append(('live', self.sample({'params': g.params, **g.state},
-                                        self.batch, self.key)))
+      generators.insert(0, ('ema', {'params': state.ema_g, **g.state}))
+    for which, variables in generators:
+      images = self.sample(variables, self.batch, self.key)
+      columns += [(f'{which}{suffix}', im) for suffix, im in
+                  zip(self.recipe.grid_column_names(), images)]
     columns.append(('real', self.host['image']))
     columns = [(name, parallel.to_host(c)[:self.n]) for name, c in columns]
     picture = visualize.grid([c for _, c in columns])
@@ -118,13 +120,19 @@ class Setup:
   state structure.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  def __init__(self, config: ml_collections.ConfigDict,
+               meta: pipeline.DatasetMeta | None = None):
+    """meta: the dataset's facts; None reads them from the dataset."""
     self.config = config
     self.mesh = parallel.make_mesh()
     config_lib.validate(config, jax.device_count())
-    self.meta = pipeline.dataset_meta(config.data)
+    self.meta = meta or pipeline.dataset_meta(config.data)
+    split = config.data.train_split.split('[')[0]
+    self.steps_per_epoch = config_lib.resolve_epochs(
+        config, self.meta.num_examples.get(split, 0))
     self.recipe = base.get_recipe(config, self.meta)
-    self.tx_g, self.tx_d, self.schedules = _optimizers(config, self.recipe)
+    self.tx_g, self.tx_d, self.schedules = _optimizers(
+        config, self.recipe, self.steps_per_epoch)
     self.rep = parallel.replicated(self.mesh)
     self.dat = parallel.data_sharded(self.mesh)
 
@@ -168,6 +176,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   tx_g, tx_d = setup.tx_g, setup.tx_d
   if jax.process_index() == 0:
     config_lib.write_json(config, workdir)
+    pipeline.save_meta(setup.meta, workdir)
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0, asynchronous=True)
 
@@ -188,11 +197,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   evals = evaluators.build(config, recipe, mesh, workdir)
 
   frozen = jax.device_put(recipe.frozen_params(), rep)
-  train_step = jax.jit(
+  make_step = lambda update_g: jax.jit(
       step_lib.make_train_step(recipe, tx_g, tx_d, config.ema.decay,
-                               config.ema.start),
+                               config.ema.start, update_g=update_g),
       in_shardings=(rep, dat, rep), out_shardings=(rep, rep),
       donate_argnums=0)
+  full_step = make_step(True)
+  d_only_step = make_step(False) if config.optim.d_only_steps else None
+  spe = setup.steps_per_epoch
   grids = _Grids(config, recipe, mesh, writer, workdir)
   progress = periodic_actions.ReportProgress(
       num_train_steps=config.total_steps, writer=writer,
@@ -207,8 +219,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     for step in range(start_step + 1, config.total_steps + 1):
       if batch is None:
         batch = parallel.to_global(next(batches), mesh)
+      # Iterations 0..d_only_steps-1 of every epoch update only D.
+      d_only = (d_only_step is not None and
+                (step - 1) % spe < config.optim.d_only_steps)
       with jax.transfer_guard('disallow'):
-        state, metrics = train_step(state, batch, frozen)
+        state, metrics = (d_only_step if d_only else full_step)(
+            state, batch, frozen)
       batch = None
       pending.append(metrics)
       progress(step)

@@ -21,6 +21,13 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.5')
 os.environ['JAXL2I_OFFLINE'] = '1'
 os.environ['JAXL2I_CACHE'] = tempfile.mkdtemp(prefix='jaxl2i_test_cache_')
 
+# torchvision (parity extra) must be imported before TensorFlow: the other
+# order segfaults in triton's extension import (torch 2.14 CUDA wheels +
+# tensorflow-cpu 2.21), whichever test file pytest collects first.
+try:
+  import torchvision  # pylint: disable=g-import-not-at-top,unused-import
+except ImportError:
+  pass
 import jax  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
 
@@ -45,6 +52,10 @@ def shared_dir():
 # go first, so that `pytest -n 2` spreads them over both workers instead of
 # leaving one of them to finish alone.
 SLOW_FIRST = ('test_main.py::test_train_writes_everything_and_resumes',
+              'test_train_step.py::test_one_step[synthetic_lama.py]',
+              'test_lama_import.py::test_cli_import',
+              'test_train_step.py::test_d_only_warmup_step',
+              'test_generate.py::',
               'test_fid_parity.py::test_fid_end_to_end',
               'test_colabs.py::', 'test_multihost.py::',
               'test_evaluators.py::test_fid_of_a_perfect',

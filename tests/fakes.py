@@ -22,6 +22,7 @@ def batch(batch_size=8, size=32, seed=0, max_objects=4):
   """A batch of the data contract: image correlated with label, boxes."""
   rng = np.random.default_rng(seed)
   label = np.zeros((batch_size, size, size), np.int32)
+  instance = np.zeros((batch_size, size, size), np.int32)
   label[:, : size // 2] = 1
   label[:, size // 2:] = 2
   boxes = np.zeros((batch_size, max_objects, 4), np.float32)
@@ -35,11 +36,13 @@ def batch(batch_size=8, size=32, seed=0, max_objects=4):
       r0, r1 = int(y0 * size), int((y0 + h) * size)
       c0, c1 = int(x0 * size), int((x0 + w) * size)
       label[b, r0:r1, c0:c1] = classes[b, o]
+      instance[b, r0:r1, c0:c1] = o + 1   # object slot o = instance id o+1
   colours = rng.integers(0, 256, (NUM_CLASSES, 3)).astype(np.uint8)
   image = colours[label]
   return {
       'image': image,
       'label': label,
+      'instance': instance,
       'boxes': boxes,
       'classes': classes,
       'objects_mask': classes > 0,

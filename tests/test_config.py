@@ -71,7 +71,8 @@ def test_every_config_builds_and_initialises(path, arg):
   recipe = base.get_recipe(c, fakes.FakeMeta())
   tx_g, _ = state_lib.make_optimizer(c, 'g')
   tx_d, _ = state_lib.make_optimizer(c, 'd')
-  size = 2 ** c.model.get('num_downs', 5) if arg is None else 32
+  size = c.model.get('resolution') or (
+      2 ** c.model.get('num_downs', 5) if arg is None else 32)
   b = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                    fakes.batch(batch_size=1, size=size))
   s = jax.eval_shape(lambda k, b: state_lib.init_state(

@@ -97,6 +97,19 @@ class Recipe:
     """Pretrained parameters the losses need (passed to the step)."""
     return {}
 
+  def grid_column_names(self) -> tuple[str, ...]:
+    """Suffixes of the columns `grid_samples` returns ('' = the sample)."""
+    return ('',)
+
+  def grid_samples(self, g_variables: PyTree, batch: Batch,
+                   key: jax.Array) -> tuple[jax.Array, ...]:
+    """Image-grid columns of one generator, [B,H,W,3] each (jit-able).
+
+    Float columns are in [-1, 1], uint8 ones are shown as they are. The
+    default is the sample alone; LAMA adds its raw and adapted masks.
+    """
+    return (self.sample(g_variables, batch, key),)
+
   def grid_inputs(self, batch: dict[str, np.ndarray]) -> np.ndarray:
     """The conditioning input of a host batch as uint8 [B,H,W,3] pictures."""
     return visualize.colorize_labels(batch['label'], self.meta.num_classes)
