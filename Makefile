@@ -1,4 +1,5 @@
-# `make demo`: train pix2pix on the embedded synthetic dataset (CPU is fine).
+# `make demo`: train LAMA (layout -> masks -> image) on the embedded synthetic
+# dataset (CPU is fine).
 # `make test`: the whole test suite, parity tests against PyTorch included.
 # Both create .venv on first use; `make test` adds the test extras to it.
 PYTHON ?= python3
@@ -6,8 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 BASE := $(VENV)/.installed-base
 TEST := $(VENV)/.installed-test
-WORKDIR ?= runs/synthetic_pix2pix
-CONFIG ?= configs/synthetic_pix2pix.py
+WORKDIR ?= runs/synthetic_lama
+CONFIG ?= configs/synthetic_lama.py
 
 .PHONY: demo test venv clean
 

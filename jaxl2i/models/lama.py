@@ -290,7 +290,7 @@ class LamaGenerator(nn.Module):
   @nn.compact
   def __call__(self, z_img: Array, z_obj: Array, boxes: Array,
                classes: Array, objects_mask: Array, *, train: bool,
-               return_masks: bool = False):
+               return_masks: bool = False, masks: Optional[Array] = None):
     """Generates images from layouts.
 
     Args:
@@ -302,6 +302,10 @@ class LamaGenerator(nn.Module):
       train: batch statistics + SN power iteration (mutable 'batch_stats',
         'spectral_norm') when True; running averages when False.
       return_masks: also return the masks.
+      masks: optional [B, O, S, S] object masks replacing the layout-to-mask
+        stage (no mask-net parameters are created or used): the
+        mask-to-image model of LAMA's Sec. 3 experiment, trained and tested
+        on ground-truth (or tainted) masks. Returned as both mask outputs.
 
     Returns:
       image [B, S, S, 3] in [-1, 1] (dtype `dtype`); with `return_masks`,
@@ -323,9 +327,13 @@ class LamaGenerator(nn.Module):
                        classes)
     z_obj = z_obj.astype(jnp.float32)
     latent = jnp.concatenate([emb, z_obj, boxes_xywh[..., 2:]], axis=-1)
-    masks, raw = MaskRegressNet(
-        self.resolution, self.mask_hidden, self.mask_adaption, self.dtype,
-        self.axis_name, name='mask_regress')(latent, boxes_xywh, train=train)
+    if masks is None:
+      masks, raw = MaskRegressNet(
+          self.resolution, self.mask_hidden, self.mask_adaption, self.dtype,
+          self.axis_name, name='mask_regress')(latent, boxes_xywh,
+                                               train=train)
+    else:
+      masks = raw = masks.astype(jnp.float32)
 
     s = z_obj
     for i in range(3):
