@@ -29,7 +29,7 @@ def _config(data_dir, **fid):
 def setup(tmp_path_factory):
   c = _config(str(tmp_path_factory.mktemp('tfds')), num_samples=12,
               generators=('ema',), kid=True, kid_subset_size=6,
-              kid_subsets=3)
+              kid_subsets=3, samples_per_input=2)
   s = train.Setup(c)
   batch = next(train.train_batches(c, 0))
   from jaxl2i import parallel
@@ -48,7 +48,8 @@ def test_fid_of_a_perfect_generator_is_zero(setup, tmp_path, monkeypatch):
   assert abs(metrics['eval/fid/fid_RANDOM_WEIGHTS/ema']) < 1e-2, metrics
   assert 'eval/fid/kid_RANDOM_WEIGHTS/ema' in metrics
   p = protocols['fid']
-  assert p['num_generated'] == 12            # 2 batches of 8, 4 padded
+  # 2 batches of 8 (4 padded), 2 samples per input.
+  assert p['num_generated'] == 24 and p['samples_per_input'] == 2
   # Real statistics are not saved for random weights (not reusable).
   assert not os.path.exists(os.path.join(str(tmp_path), 'fid_stats'))
   assert 'RANDOM' in p['WARNING'] and 'RANDOM' in p['inception']
@@ -124,3 +125,82 @@ def test_diversity_measures_sample_differences(setup, tmp_path, monkeypatch):
   metrics, _ = evaluators.run(
       evaluators.build(c, s.recipe, s.mesh, str(tmp_path)), state, step=1)
   assert metrics['eval/div/diversity_RANDOM_WEIGHTS/live'] == 0.0, metrics
+
+
+def _fake_layout_model(monkeypatch, recipe):
+  """Gives the pix2pix recipe LAMA's sample_outputs, driven by the masks.
+
+  Masks are ground truth from the instance map; the image is the real one
+  plus noise that grows with the masks' distance from one-hot, so a clean
+  mask is a perfect generator and a tainted one is not.
+  """
+  from jaxl2i.recipes import lama as lama_recipe
+
+  def sample_outputs(variables, batch, key, *, masks=None):
+    del variables
+    gt = lama_recipe.gt_masks(batch, batch['classes'].shape[1])
+    m = gt if masks is None else masks
+    blur = jnp.mean(jnp.abs(m - gt), axis=(1, 2, 3))[:, None, None, None]
+    real = base.image_to_float(batch['image'])
+    noise = jax.random.normal(key, real.shape)
+    image = jnp.clip(real + 20.0 * blur * noise, -1, 1)
+    return image, gt, 0.5 * gt + 0.5 / m.shape[1]
+
+  monkeypatch.setattr(recipe, 'sample_outputs', sample_outputs, raising=False)
+
+
+def _layout_evals(config, **evals):
+  c = _with_evals(config, **evals)
+  c.data.pp_eval = ('decode', 'resize(32)', 'pad_objects(4)',
+                    'keep("image", "instance", "boxes", "classes", '
+                    '"objects_mask")')
+  return c
+
+
+def test_mask_entropy_of_clean_and_blurred_masks(setup, tmp_path,
+                                                 monkeypatch):
+  s, state = setup
+  _fake_layout_model(monkeypatch, s.recipe)
+  c = _layout_evals(s.config, ent=dict(type='mask_entropy', num_samples=8,
+                                       batch_size=8, generators=('live',)))
+  metrics, protocols = evaluators.run(
+      evaluators.build(c, s.recipe, s.mesh, str(tmp_path)), state, step=1)
+  # One-hot masks: 0. Raw = 0.5·one-hot + 0.5/4 on every slot, normalised
+  # over the valid slots of a pixel: positive, below log(4).
+  assert metrics['eval/ent/mask_entropy/live'] == pytest.approx(0.0, abs=1e-6)
+  raw = metrics['eval/ent/mask_entropy_raw/live']
+  assert 0.05 < raw < np.log(4), metrics
+  assert protocols['ent']['num_layouts'] == 8
+  assert 'eval/ent/mask_alpha/live' not in metrics   # pix2pix has no α
+
+
+def test_tainted_masks_degrade_a_mask_driven_model(setup, tmp_path,
+                                                   monkeypatch):
+  s, state = setup
+  _fake_layout_model(monkeypatch, s.recipe)
+  from jaxl2i.evaluators import tainted_mask
+  from jaxl2i.evaluators import common
+  # A 16-d random projection stands in for the Inception (FID itself is
+  # tested against pytorch-fid elsewhere): small covariance, fast sqrtm.
+  monkeypatch.setattr(tainted_mask, 'DIM', 16)
+  proj = jax.random.normal(jax.random.key(3), (32 * 32 * 3, 16))
+
+  def features(images):
+    x = jax.image.resize(images.astype(jnp.float32) / 255.0,
+                         (images.shape[0], 32, 32, 3), 'linear')
+    return x.reshape(x.shape[0], -1) @ proj
+
+  monkeypatch.setattr(common.Base, 'load_inception', lambda self: features)
+  c = _layout_evals(s.config, taint=dict(
+      type='tainted_mask', taus=(0.0, 0.5), num_samples=16, batch_size=8,
+      generators=('live',), crop_size=16))
+  metrics, protocols = evaluators.run(
+      evaluators.build(c, s.recipe, s.mesh, str(tmp_path)), state, step=1)
+  m = {k.split('/', 2)[2]: v for k, v in metrics.items()}
+  assert m['tainted/fid/tau0/live'] == pytest.approx(0.0, abs=1e-3), m
+  assert m['tainted/fid/tau0.5/live'] > 1.0, m
+  assert m['tainted/scene_fid/tau0/live'] == pytest.approx(0.0, abs=1e-3)
+  assert m['tainted/scene_fid/tau0.5/live'] > m['tainted/scene_fid/tau0/live']
+  assert m['tainted/mask_entropy/tau0/live'] == pytest.approx(0.0, abs=1e-6)
+  assert m['tainted/mask_entropy/tau0.5/live'] > 0.3
+  assert protocols['taint']['taus'] == [0.0, 0.5]

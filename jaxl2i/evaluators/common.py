@@ -42,10 +42,18 @@ def with_defaults(
     raise ValueError(str(e)) from e
 
 
-def to_uint8(images: jax.Array) -> jax.Array:
-  """[-1,1] float -> uint8, exactly as the images would be saved as PNG."""
-  return jnp.clip(jnp.round((images.astype(jnp.float32) + 1.0) * 127.5), 0,
-                  255).astype(jnp.uint8)
+UINT8_MODES = ('round', 'truncate')
+
+
+def to_uint8(images: jax.Array, mode: str = 'round') -> jax.Array:
+  """[-1,1] float -> uint8, exactly as the images would be saved as PNG.
+
+  'round': round((x + 1)·127.5) (jaxl2i's PNGs, torchvision save_image);
+  'truncate': uint8((x·0.5 + 0.5)·255), the cast LAMA's test.py uses.
+  """
+  x = (images.astype(jnp.float32) + 1.0) * 127.5
+  x = jnp.round(x) if mode == 'round' else jnp.floor(x)
+  return jnp.clip(x, 0, 255).astype(jnp.uint8)
 
 
 def generator_variables(state, which: str) -> PyTree | None:
@@ -71,6 +79,11 @@ class Base:
     self.batch_size = math.ceil(bs / jax.device_count()) * jax.device_count()
     self.sample = jax.jit(recipe.sample)
     self.random_weights = False
+    if cfg.uint8 not in UINT8_MODES:
+      raise ValueError(f'evals.{name}.uint8={cfg.uint8!r}: use one of '
+                       f'{UINT8_MODES}')
+    if cfg.samples_per_input < 1:
+      raise ValueError(f'evals.{name}.samples_per_input must be >= 1')
 
   def batches(self) -> Iterator[tuple[np.ndarray, PyTree]]:
     """(mask, global batch) over the eval split, every host's rows included.
@@ -95,15 +108,24 @@ class Base:
         out.append((which, variables))
     return out
 
-  def sample_key(self, i: int) -> jax.Array:
-    return jax.random.fold_in(jax.random.key(self.cfg.seed), i)
+  def sample_key(self, i: int, k: int = 0) -> jax.Array:
+    """Key of sample k of batch i (same across generators: comparable)."""
+    key = jax.random.fold_in(jax.random.key(self.cfg.seed), i)
+    return key if k == 0 else jax.random.fold_in(key, k)
+
+  def fake_images(self, variables, batch, i: int) -> Iterator[jax.Array]:
+    """`samples_per_input` uint8 samples of batch i (LAMA: 5 per layout)."""
+    for k in range(self.cfg.samples_per_input):
+      images = self.sample(variables, batch, self.sample_key(i, k))
+      yield to_uint8(images, self.cfg.uint8)
 
   def protocol(self, **extra) -> dict[str, Any]:
     p = dict(type=self.cfg.type, split=self.config.data.eval_split,
              dataset=self.config.data.name, num_samples=self.cfg.num_samples,
+             samples_per_input=self.cfg.samples_per_input,
              generators=list(self.cfg.generators),
-             images='generator output quantised to uint8 as saved PNGs',
-             **extra)
+             images=f'generator output quantised to uint8 ({self.cfg.uint8})'
+                    ' as saved PNGs', **extra)
     if self.random_weights:
       p['WARNING'] = RANDOM_WARNING
     return p

@@ -3,7 +3,8 @@
   config.evals.fid = dict(type='fid', every=5000, num_samples=5000)
 
 Protocol (recorded with every number): `num_samples` real examples of the eval
-split; one generated image per example from its conditioning input, for each
+split; `samples_per_input` generated images per example (1; LAMA's test.py:
+5 per layout) from its conditioning input, for each
 generator in `generators` (EMA and live G); generated images quantised to
 uint8 as saved PNGs; the FID Inception of pytorch-fid (jaxl2i.nets) with its
 bilinear resize to 299; statistics accumulated in float64; Fréchet distance as
@@ -50,8 +51,8 @@ class Evaluator(common.Base):
       if real is not None:
         real.update(self._feats(batch['image']), mask)
       for which, variables in gens:
-        images = self.sample(variables, batch, self.sample_key(i))
-        fakes[which].update(self._feats(common.to_uint8(images)), mask)
+        for images in self.fake_images(variables, batch, i):
+          fakes[which].update(self._feats(images), mask)
     if real is not None:
       self._real = real
       self._save_real_stats()

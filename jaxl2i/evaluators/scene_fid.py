@@ -38,9 +38,8 @@ class Evaluator(common.Base):
       objects = batch['objects_mask'] & batch['_mask'][:, None]
       first.update_real(batch['image'], batch['boxes'], objects)
       for which, variables in gens:
-        images = common.to_uint8(
-            self.sample(variables, batch, self.sample_key(i)))
-        scores[which].update_fake(images, batch['boxes'], objects)
+        for images in self.fake_images(variables, batch, i):
+          scores[which].update_fake(images, batch['boxes'], objects)
     metrics = {f'{self.metric_name("scene_fid")}/{w}': float(s.result())
                for w, s in scores.items()}
     crops = next(iter(scores.values())).real.count if scores else 0
