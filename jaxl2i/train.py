@@ -98,6 +98,12 @@ class _Grids:
                    ' | '.join(name for name, _ in columns))
 
 
+def is_d_only(step: int, steps_per_epoch: int, d_only_steps: int) -> bool:
+  """Whether 1-based `step` is one of the first `d_only_steps` iterations of
+  its epoch (LAMA/LostGAN train.py: G is stepped only when idx > 30)."""
+  return (step - 1) % steps_per_epoch < d_only_steps
+
+
 def _mean_metrics(pending: list[PyTree]) -> dict[str, float]:
   values = jax.device_get(pending)
   return {k: float(np.mean([v[k] for v in values])) for k in values[0]}
@@ -219,9 +225,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     for step in range(start_step + 1, config.total_steps + 1):
       if batch is None:
         batch = parallel.to_global(next(batches), mesh)
-      # Iterations 0..d_only_steps-1 of every epoch update only D.
-      d_only = (d_only_step is not None and
-                (step - 1) % spe < config.optim.d_only_steps)
+      d_only = d_only_step is not None and is_d_only(
+          step, spe, config.optim.d_only_steps)
       with jax.transfer_guard('disallow'):
         state, metrics = (d_only_step if d_only else full_step)(
             state, batch, frozen)

@@ -54,7 +54,6 @@ def shared_dir():
 SLOW_FIRST = ('test_main.py::test_train_writes_everything_and_resumes',
               'test_train_step.py::test_one_step[synthetic_lama.py]',
               'test_lama_import.py::test_cli_import',
-              'test_train_step.py::test_d_only_warmup_step',
               'test_generate.py::',
               'test_fid_parity.py::test_fid_end_to_end',
               'test_colabs.py::', 'test_multihost.py::',

@@ -181,11 +181,13 @@ def test_bfloat16_step(generic8):
     assert leaf.dtype in (jnp.float32, jnp.int32), leaf.dtype
 
 
-def test_d_only_warmup_step():
-  """LAMA's first iterations of an epoch: D moves, G's params do not."""
-  config = _config(os.path.join(ROOT, 'configs', 'synthetic_lama.py'))
-  assert config.optim.d_only_steps > 0
-  setup = Setup(config, _mesh(1), update_g=False)
+def test_d_only_warmup_step(generic8):
+  """The D-only iterations (LAMA's first 31 of every epoch): D moves, G not.
+
+  A property of the shared step (make_train_step(update_g=False)), checked on
+  the generic recipe; configs/synthetic_lama.py sets optim.d_only_steps.
+  """
+  setup = Setup(generic8.config, generic8.mesh, update_g=False)
   s0 = setup.init()
   before = _host(s0)
   s1, metrics = setup.run(s0, 1, 2)
@@ -198,3 +200,10 @@ def test_d_only_warmup_step():
     np.testing.assert_array_equal(a, b)
   # G ran forward in train mode: its batch statistics moved.
   assert _changed(before.g.state, after.g.state)
+
+
+def test_d_only_iterations_start_every_epoch():
+  from jaxl2i import train
+  picked = [s for s in range(1, 301) if train.is_d_only(s, 100, 31)]
+  assert picked == [*range(1, 32), *range(101, 132), *range(201, 232)]
+  assert not any(train.is_d_only(s, 100, 0) for s in range(1, 301))
