@@ -20,10 +20,6 @@ import layout_fixtures as fx
 pytestmark = pytest.mark.filterwarnings(  # pycocotools vs numpy 2
     'ignore:__array__ implementation:DeprecationWarning')
 
-SAMPLES = '/work/shared/data/coco_stuff_samples'
-if not os.path.isdir(SAMPLES):
-  SAMPLES = os.path.join(os.path.dirname(__file__), '..', 'data',
-                         'coco_stuff_samples')
 REAL_VAL_IDS = (17914, 203744, 580986)
 _DL = dict(try_download_gcs=False)
 
@@ -168,10 +164,15 @@ def test_coco_pipeline_batches(coco):
 
 # ------------------------------------------- COCO-Stuff real samples ----
 @pytest.fixture(scope='module')
-def coco_real(tmp_path_factory):
+def samples(shared_dir):
+  return os.path.join(shared_dir, 'data', 'coco_stuff_samples')
+
+
+@pytest.fixture(scope='module')
+def coco_real(tmp_path_factory, samples):
   root = tmp_path_factory.mktemp('coco_real')
   manual = str(root / 'manual')
-  objs = fx.write_coco_from_samples(manual, SAMPLES, REAL_VAL_IDS)
+  objs = fx.write_coco_from_samples(manual, samples, REAL_VAL_IDS)
   b = _build('coco_stuff_layout', manual, str(root / 'tfds'))
   return dict(objs=objs, train=_decoded(b, 'train'),
               val=_decoded(b, 'validation'))
@@ -192,7 +193,7 @@ def _expected_survivors(objs):
   return out
 
 
-def test_coco_real_samples(coco_real):
+def test_coco_real_samples(coco_real, samples):
   want = _expected_survivors(coco_real['objs'])
   got = {**coco_real['train'], **coco_real['val']}
   assert sorted(got) == sorted(want)
@@ -202,7 +203,7 @@ def test_coco_real_samples(coco_real):
   for image_id, (_, kept) in want.items():
     ex = got[image_id]
     name = f'{image_id:012d}.png'
-    sample_label = np.array(Image.open(os.path.join(SAMPLES, 'train_label',
+    sample_label = np.array(Image.open(os.path.join(samples, 'train_label',
                                                     name)))
     assert ex['image'].shape[:2] == sample_label.shape
     np.testing.assert_array_equal(ex['classes'], [c for c, _ in kept])

@@ -19,15 +19,6 @@ from jaxl2i.data import ops
 Example = ops.Example
 
 
-def _split_seed(ex: Example) -> tuple[Example, tf.Tensor]:
-  """(example with a fresh ex['_seed'], this op's seed); as ops.py does."""
-  if '_seed' not in ex:
-    raise KeyError("random layout ops need the per-example stateless seed "
-                   "ex['_seed'] (int64 [2]) that the pipeline attaches")
-  seeds = tf.random.experimental.stateless_split(ex['_seed'], num=2)
-  return {**ex, '_seed': seeds[0]}, seeds[1]
-
-
 def _shuffle(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   """A stateless random permutation of the 1-D tensor x."""
   keys = tf.random.stateless_uniform(tf.shape(x), seed)
@@ -66,7 +57,7 @@ def sg2im_select_objects(max_objects: int = 10, randomize: bool = True
     r = tf.minimum(tf.cast(ex.pop('num_in_relations'), tf.int32), n)
     related, orphans = tf.range(r), tf.range(r, n)
     if randomize:
-      ex, seed = _split_seed(ex)
+      ex, seed = ops.next_seed(ex)
       s = tf.random.experimental.stateless_split(seed, num=2)
       related, orphans = _shuffle(related, s[0]), _shuffle(orphans, s[1])
     many = r > max_objects - 1

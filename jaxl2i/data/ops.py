@@ -85,7 +85,7 @@ def build(specs: Sequence[str]) -> Op:
   return apply
 
 
-def _next_seed(ex: Example) -> tuple[Example, tf.Tensor]:
+def next_seed(ex: Example) -> tuple[Example, tf.Tensor]:
   """Splits ex['_seed'] -> (example with the fresh half stored, op seed)."""
   if '_seed' not in ex:
     raise KeyError("random data ops need a per-example stateless seed "
@@ -214,7 +214,7 @@ def random_crop(size: int, width: int | None = None) -> Op:
   ch, cw = _crop_hw(size, width)
 
   def op(ex):
-    ex, seed = _next_seed(ex)
+    ex, seed = next_seed(ex)
     in_h, in_w = _hw(ex)
     tf.debugging.assert_greater_equal(in_h, ch, 'random_crop: image too small')
     tf.debugging.assert_greater_equal(in_w, cw, 'random_crop: image too small')
@@ -268,7 +268,7 @@ def random_flip(prob: float = 0.5) -> Op:
   flip_op = flip()
 
   def op(ex):
-    ex, seed = _next_seed(ex)
+    ex, seed = next_seed(ex)
     do = tf.random.stateless_uniform([], seed) < prob
     return tf.cond(do, lambda: flip_op(ex), lambda: dict(ex))
 
