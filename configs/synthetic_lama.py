@@ -54,9 +54,7 @@ def shrink(c) -> None:
   c.optim.d_only_steps = min(c.optim.d_only_steps, 1)
   c.log_every = c.image_every = c.ckpt_every = 2
   c.data.shuffle_buffer = 16
-  for e in c.evals.values():
-    e.num_samples = e.batch_size = 8
-    e.every = 4
+  config_lib.shrink_evals(c, every=4)
 
 
 def layout_pp(res: int, max_objects: int, train: bool,

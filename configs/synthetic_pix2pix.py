@@ -62,7 +62,5 @@ def get_config(arg=None):
     c.optim.decay_start = 2
     c.log_every = c.image_every = c.ckpt_every = 2
     c.data.shuffle_buffer = 16
-    c.evals.fid.num_samples = 8
-    c.evals.fid.batch_size = 8
-    c.evals.fid.every = 4
+    config_lib.shrink_evals(c, every=4)
   return c

@@ -28,6 +28,7 @@ Reading the .pth needs no torch.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -129,6 +130,23 @@ def _check_lama_config(config, found: dict[str, Any], path: str) -> None:
             for k, (a, b) in diff.items()))
 
 
+def _with_generator(setup, key, batch, g_variables, step):
+  """The initial state of `setup` with G (and its EMA copy) replaced.
+
+  G's own initialisation is traced but its outputs are unused, so XLA drops
+  it: only D's init is compiled (half the compile time for LAMA).
+  """
+  from jaxl2i import state as state_lib  # pylint: disable=g-import-not-at-top
+  state = setup.init_fn(key, batch)
+  g_params, g_state = state_lib.split_variables(g_variables)
+  if jax.tree.structure(g_params) != jax.tree.structure(state.g.params):
+    raise ValueError('the recipe\'s generator variables differ from the '
+                     'converted ones: the config builds another model')
+  g = state_lib.Net(g_params, g_state, setup.tx_g.init(g_params))
+  ema = None if state.ema_g is None else jax.tree.map(jnp.copy, g_params)
+  return state.replace(g=g, ema_g=ema, step=step)
+
+
 def import_lama(config, torch_checkpoint: str, workdir: str,
                 step: int = 1, *, verify: bool = True) -> str:
   """Converts an official LAMA `G_*.pth` into checkpoint `step` of workdir.
@@ -164,7 +182,6 @@ def import_lama(config, torch_checkpoint: str, workdir: str,
   variables = lama_import.torch_to_flax_generator(
       sd, **{**found, 'mask_adaption': bool(config.model.mask_adaption)})
   g_params = variables['params']
-  g_state = {k: v for k, v in variables.items() if k != 'params'}
 
   ckpt = checkpointing.Checkpointer(workdir, every=1,
                                     keep=config.keep_ckpts,
@@ -182,16 +199,9 @@ def import_lama(config, torch_checkpoint: str, workdir: str,
     # The state stays on one device (Setup.init would compute and save it on
     # every device of the mesh): restoring places it into the run's
     # shardings, so the checkpoint is the same for every mesh.
-    state = jax.jit(setup.init_fn)(jax.random.key(config.seed), batch)
-    put = lambda t: jax.tree.map(jnp.asarray, t)
-    want = jax.tree.structure(state.g.params)
-    if jax.tree.structure(g_params) != want:
-      raise ValueError('the recipe\'s generator variables differ from '
-                       'LamaGenerator\'s: the config builds another model')
-    g = state.g.replace(params=put(g_params), state=put(g_state))
-    state = state.replace(
-        g=g, step=put(jnp.asarray(step, jnp.int32)),
-        ema_g=None if state.ema_g is None else put(g_params))
+    state = jax.jit(functools.partial(_with_generator, setup))(
+        jax.random.key(config.seed), batch, variables,
+        jnp.asarray(step, jnp.int32))
 
     logging.info('[4/5] saving step %d in %s', step, ckpt.directory)
     ckpt.save(step, state, force=True)

@@ -45,8 +45,8 @@ def test_fid_of_a_perfect_generator_is_zero(setup, tmp_path, monkeypatch):
                       lambda v, batch, key: base.image_to_float(batch['image']))
   evals = evaluators.build(s.config, s.recipe, s.mesh, str(tmp_path))
   metrics, protocols = evaluators.run(evals, state, step=7)
-  assert abs(metrics['eval/fid/fid_RANDOM_WEIGHTS/ema']) < 1e-2, metrics
-  assert 'eval/fid/kid_RANDOM_WEIGHTS/ema' in metrics
+  assert abs(metrics['eval/fid/fid_dims64_RANDOM_WEIGHTS/ema']) < 1e-2, metrics
+  assert 'eval/fid/kid_dims64_RANDOM_WEIGHTS/ema' in metrics
   p = protocols['fid']
   # 2 batches of 8 (4 padded), 2 samples per input.
   assert p['num_generated'] == 24 and p['samples_per_input'] == 2
@@ -98,10 +98,10 @@ def test_scene_fid_of_a_perfect_generator_is_zero(setup, tmp_path,
                       lambda v, batch, key: base.image_to_float(batch['image']))
   c = _with_evals(s.config, scene=dict(
       type='scene_fid', num_samples=8, batch_size=8, generators=('live',),
-      allow_random_weights=True))
+      allow_random_weights=True, dims=64))
   metrics, protocols = evaluators.run(
       evaluators.build(c, s.recipe, s.mesh, str(tmp_path)), state, step=1)
-  assert abs(metrics['eval/scene/scene_fid_RANDOM_WEIGHTS/live']) < 1e-2
+  assert abs(metrics['eval/scene/scene_fid_dims64_RANDOM_WEIGHTS/live']) < 1e-2
   assert protocols['scene']['num_real_crops'] > 8   # up to 2 objects each
 
 
@@ -178,11 +178,10 @@ def test_tainted_masks_degrade_a_mask_driven_model(setup, tmp_path,
                                                    monkeypatch):
   s, state = setup
   _fake_layout_model(monkeypatch, s.recipe)
-  from jaxl2i.evaluators import tainted_mask
   from jaxl2i.evaluators import common
   # A 16-d random projection stands in for the Inception (FID itself is
   # tested against pytorch-fid elsewhere): small covariance, fast sqrtm.
-  monkeypatch.setattr(tainted_mask, 'DIM', 16)
+  monkeypatch.setattr(common.Base, 'dims', 16)
   proj = jax.random.normal(jax.random.key(3), (32 * 32 * 3, 16))
 
   def features(images):
@@ -197,10 +196,11 @@ def test_tainted_masks_degrade_a_mask_driven_model(setup, tmp_path,
   metrics, protocols = evaluators.run(
       evaluators.build(c, s.recipe, s.mesh, str(tmp_path)), state, step=1)
   m = {k.split('/', 2)[2]: v for k, v in metrics.items()}
-  assert m['tainted/fid/tau0/live'] == pytest.approx(0.0, abs=1e-3), m
-  assert m['tainted/fid/tau0.5/live'] > 1.0, m
-  assert m['tainted/scene_fid/tau0/live'] == pytest.approx(0.0, abs=1e-3)
-  assert m['tainted/scene_fid/tau0.5/live'] > m['tainted/scene_fid/tau0/live']
+  assert m['tainted/fid_dims16/tau0/live'] == pytest.approx(0.0, abs=1e-3), m
+  assert m['tainted/fid_dims16/tau0.5/live'] > 1.0, m
+  sfid0 = m['tainted/scene_fid_dims16/tau0/live']
+  assert sfid0 == pytest.approx(0.0, abs=1e-3)
+  assert m['tainted/scene_fid_dims16/tau0.5/live'] > sfid0
   assert m['tainted/mask_entropy/tau0/live'] == pytest.approx(0.0, abs=1e-6)
   assert m['tainted/mask_entropy/tau0.5/live'] > 0.3
   assert protocols['taint']['taus'] == [0.0, 0.5]

@@ -130,24 +130,35 @@ class Base:
       p['WARNING'] = RANDOM_WARNING
     return p
 
+  @property
+  def dims(self) -> int:
+    """Inception feature size of this evaluator (`dims`; 2048 = pool3)."""
+    return int(self.cfg.get('dims', inception_fid.FEATURE_DIM))
+
   def load_inception(self):
-    """Jitted uint8 images -> pool3 features, replicated on the mesh."""
+    """Jitted uint8 images -> [B, dims] features, replicated on the mesh."""
     variables, self.random_weights = inception_fid.load_inception(
         allow_random=self.cfg.allow_random_weights,
         download=self.cfg.download_weights)
     if self.random_weights:
       logging.warning('evaluator %s: %s', self.name, RANDOM_WARNING)
     variables = jax.device_put(variables, parallel.replicated(self.mesh))
-    return inception_fid.inception_fn(variables)
+    return inception_fid.inception_fn(variables, self.dims)
 
   def metric_name(self, base: str) -> str:
-    """'fid' -> 'fid_RANDOM_WEIGHTS' when the network is random."""
+    """'fid' -> 'fid_dims64' for non-pool3 Inception features, then
+    '..._RANDOM_WEIGHTS' when the network is random."""
+    if self.dims != inception_fid.FEATURE_DIM:
+      base = f'{base}_dims{self.dims}'
     return f'{base}_RANDOM_WEIGHTS' if self.random_weights else base
 
-
-def inception_protocol(is_random: bool) -> str:
-  if is_random:
-    return 'RANDOM-weight InceptionV3 (no weight file cached)'
-  return (f'pytorch-fid InceptionV3 ({inception_fid.WEIGHTS_NAME}), bilinear '
-          'resize to 299 without antialiasing, pool3 2048-d, float32')
+  def inception_protocol(self) -> str:
+    features = ('pool3 2048-d' if self.dims == inception_fid.FEATURE_DIM else
+                f'{self.dims}-d block features (pytorch-fid --dims '
+                f'{self.dims}; NOT comparable to 2048-d FIDs)')
+    if self.random_weights:
+      return f'RANDOM-weight InceptionV3 (no weight file cached), {features}'
+    return (f'pytorch-fid InceptionV3 ({inception_fid.WEIGHTS_NAME}), '
+            f'bilinear resize to 299 without antialiasing, {features}, '
+            'float32')
 

@@ -24,7 +24,6 @@ from jaxl2i import parallel
 from jaxl2i.evaluators import common
 from jaxl2i.metrics import fid as fid_lib
 
-DIM = 2048
 
 
 class Evaluator(common.Base):
@@ -37,6 +36,10 @@ class Evaluator(common.Base):
     self._real_mu_sigma = None
     if self.cfg.reference_stats:
       self._real_mu_sigma = fid_lib.load_stats(self.cfg.reference_stats)
+      have = self._real_mu_sigma[0].shape[0]
+      if have != self.dims:
+        raise ValueError(f'reference_stats {self.cfg.reference_stats} hold '
+                         f'{have}-d statistics but dims={self.dims}')
 
   def _feats(self, images_u8) -> np.ndarray:
     return parallel.to_host(self.features(images_u8))
@@ -45,8 +48,9 @@ class Evaluator(common.Base):
     gens = self.generators(state)
     need_real = self._real is None and self._real_mu_sigma is None
     keep = bool(self.cfg.kid)
-    real = fid_lib.FeatureStats(DIM, keep_features=keep) if need_real else None
-    fakes = {w: fid_lib.FeatureStats(DIM, keep_features=keep) for w, _ in gens}
+    stats = lambda: fid_lib.FeatureStats(self.dims, keep_features=keep)
+    real = stats() if need_real else None
+    fakes = {w: stats() for w, _ in gens}
     for i, (mask, batch) in enumerate(self.batches()):
       if real is not None:
         real.update(self._feats(batch['image']), mask)
@@ -71,7 +75,7 @@ class Evaluator(common.Base):
         metrics[f'{self.metric_name("kid")}_std/{which}'] = float(s)
     count = next(iter(fakes.values())).count if fakes else 0
     protocol = self.protocol(
-        inception=common.inception_protocol(self.random_weights),
+        inception=self.inception_protocol(),
         num_generated=int(count),
         real_stats=self.cfg.reference_stats or 'computed from the eval split',
         distance='pytorch-fid calculate_frechet_distance (scipy sqrtm)')
@@ -81,8 +85,10 @@ class Evaluator(common.Base):
     if jax.process_index() != 0 or self.random_weights:
       return
     name = self.config.data.name.replace('/', '_')
+    dims = '' if self.dims == 2048 else f'_dims{self.dims}'
     path = (epath.Path(self.workdir) / 'fid_stats' /
-            f'{name}_{self.config.data.eval_split}_{self._real.count}.npz')
+            f'{name}_{self.config.data.eval_split}_{self._real.count}'
+            f'{dims}.npz')
     path.parent.mkdir(parents=True, exist_ok=True)
     fid_lib.save_stats(path, self._real.mu, self._real.sigma)
     logging.info('saved real FID statistics to %s', path)

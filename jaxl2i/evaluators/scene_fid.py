@@ -25,7 +25,7 @@ class Evaluator(common.Base):
 
   def run(self, state):
     gens = self.generators(state)
-    scores = {w: scene_fid_lib.SceneFID(self.features,
+    scores = {w: scene_fid_lib.SceneFID(self.features, dim=self.dims,
                                         size=self.cfg.crop_size)
               for w, _ in gens}
     first = next(iter(scores.values()))
@@ -44,6 +44,6 @@ class Evaluator(common.Base):
                for w, s in scores.items()}
     crops = next(iter(scores.values())).real.count if scores else 0
     return metrics, self.protocol(
-        inception=common.inception_protocol(self.random_weights),
+        inception=self.inception_protocol(),
         crop=f'{self.cfg.crop_size}x{self.cfg.crop_size} bicubic (PIL), '
              'LAMA box rounding', num_real_crops=int(crops))

@@ -28,7 +28,6 @@ from jaxl2i.metrics import mask_entropy as entropy_lib
 from jaxl2i.metrics import scene_fid as scene_fid_lib
 from jaxl2i.recipes import lama as lama_recipe
 
-DIM = 2048
 SOURCES = ('gt', 'generated')
 
 
@@ -72,11 +71,12 @@ class Evaluator(common.Base):
   def run(self, state):
     gens = self.generators(state)
     taus = [float(t) for t in self.cfg.taus]
-    real = fid_lib.FeatureStats(DIM)
-    fakes = {(w, t): fid_lib.FeatureStats(DIM) for w, _ in gens for t in taus}
+    real = fid_lib.FeatureStats(self.dims)
+    fakes = {(w, t): fid_lib.FeatureStats(self.dims)
+             for w, _ in gens for t in taus}
     scenes = {}
     if self.cfg.scene_fid:
-      scenes = {k: scene_fid_lib.SceneFID(self.features, dim=DIM,
+      scenes = {k: scene_fid_lib.SceneFID(self.features, dim=self.dims,
                                           size=self.cfg.crop_size)
                 for k in fakes}
       first = next(iter(scenes.values()), None)
@@ -115,7 +115,7 @@ class Evaluator(common.Base):
       metrics[f'tainted/mask_entropy/{t}/{which}'] = (
           entropy[(which, tau)] / max(count, 1))
     return metrics, self.protocol(
-        inception=common.inception_protocol(self.random_weights),
+        inception=self.inception_protocol(),
         masks=f'(1 - tau) * M + tau / m over all m slots; M = '
               f'{self.cfg.mask_source} masks', taus=taus,
         num_layouts=count)

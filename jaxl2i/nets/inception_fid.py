@@ -31,6 +31,10 @@ from jaxl2i.nets import weights
 CONVERTER_VERSION = 1  # Bump when convert_inception's output changes.
 WEIGHTS_NAME = 'pt_inception-2015-12-05-6726825d.pth'
 FEATURE_DIM = 2048
+# pytorch-fid's `--dims`: the features are the global average of the output
+# of block 0 (first max-pool, 64 ch), 1 (second max-pool, 192 ch), 2
+# (Mixed_6e, 768 ch) or 3 (pool3, 2048 ch; the standard FID).
+DIMS = (64, 192, 768, 2048)
 INPUT_SIZE = 299
 BN_EPS = 1e-3  # TF Inception BatchNorm epsilon (reference/metrics.md §1.2).
 _HI = jax.lax.Precision.HIGHEST
@@ -209,13 +213,19 @@ class InceptionV3FID(nn.Module):
     resize_input: resize to 299x299 first (pytorch-fid default True).
     normalize_input: map [0, 1] to [-1, 1] (pytorch-fid default True); if
       False the input must already be the network input in [-1, 1].
+    dims: feature size, one of DIMS (pytorch-fid `--dims`); the network
+      stops at that block. Only 2048 gives FIDs comparable to published ones.
   """
   resize_input: bool = True
   normalize_input: bool = True
+  dims: int = FEATURE_DIM
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
-    """images: [B, H, W, 3] (see module docstring) -> [B, 2048] float32."""
+    """images: [B, H, W, 3] (see module docstring) -> [B, dims] float32."""
+    if self.dims not in DIMS:
+      raise ValueError(f'dims={self.dims}: use one of {DIMS}')
+    pool = lambda x: jnp.mean(x, axis=(1, 2))
     if self.normalize_input:
       x = preprocess(images, self.resize_input)
     else:
@@ -226,9 +236,13 @@ class InceptionV3FID(nn.Module):
     x = BasicConv(32, 3, name='Conv2d_2a_3x3')(x)
     x = BasicConv(64, 3, padding=1, name='Conv2d_2b_3x3')(x)
     x = _max3(x, 2, 0)
+    if self.dims == 64:
+      return pool(x)
     x = BasicConv(80, 1, name='Conv2d_3b_1x1')(x)
     x = BasicConv(192, 3, name='Conv2d_4a_3x3')(x)
     x = _max3(x, 2, 0)
+    if self.dims == 192:
+      return pool(x)
     x = InceptionA(32, name='Mixed_5b')(x)
     x = InceptionA(64, name='Mixed_5c')(x)
     x = InceptionA(64, name='Mixed_5d')(x)
@@ -236,10 +250,12 @@ class InceptionV3FID(nn.Module):
     for name, c7 in (('Mixed_6b', 128), ('Mixed_6c', 160), ('Mixed_6d', 160),
                      ('Mixed_6e', 192)):
       x = InceptionC(c7, name=name)(x)
+    if self.dims == 768:
+      return pool(x)
     x = InceptionD(name='Mixed_7a')(x)
     x = InceptionE('avg', name='Mixed_7b')(x)
     x = InceptionE('max', name='Mixed_7c')(x)
-    return jnp.mean(x, axis=(1, 2))
+    return pool(x)
 
 
 def init_variables(seed: int = 0) -> dict:
@@ -295,23 +311,28 @@ def _check_against(flat: dict, expected: dict) -> None:
 
 
 @functools.cache
-def _jitted():
-  """One jitted network and preprocessing per process: every inception_fn
-  shares their compilation cache (the variables are arguments)."""
-  network = jax.jit(
-      InceptionV3FID(resize_input=False, normalize_input=False).apply)
+def _jitted(dims: int):
+  """One jitted network and preprocessing per process and `dims`: every
+  inception_fn shares their compilation cache (the variables are arguments).
+  """
+  network = jax.jit(InceptionV3FID(resize_input=False, normalize_input=False,
+                                   dims=dims).apply)
   return network, jax.jit(preprocess)
 
 
-def inception_fn(variables: dict) -> Callable[[jax.Array], jax.Array]:
-  """Returns images [B, H, W, 3] -> pool3 features [B, 2048] float32.
+def inception_fn(variables: dict, dims: int = FEATURE_DIM
+                 ) -> Callable[[jax.Array], jax.Array]:
+  """Returns images [B, H, W, 3] -> features [B, dims] float32 (pool3 for
+  the default 2048; see InceptionV3FID.dims).
 
   Resizing and the network are jitted separately, so inputs of different
   sizes recompile only the cheap resize; the network compiles once per batch
   size. Images follow the module docstring's convention.
   """
+  if dims not in DIMS:
+    raise ValueError(f'dims={dims}: use one of {DIMS}')
   variables = jax.tree.map(jnp.asarray, variables)
-  network, prep = _jitted()
+  network, prep = _jitted(dims)
 
   def features(images: jax.Array) -> jax.Array:
     return network(variables, prep(images))

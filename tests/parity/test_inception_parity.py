@@ -67,16 +67,35 @@ def setup(tmp_path_factory):
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(pi, 'load_state_dict_from_url', lambda *a, **k: sd)
     model = pi.InceptionV3([3]).eval()
+    blocks = pi.InceptionV3([0, 1, 2]).eval()
   # Round trip through a legacy-format .pth, as the published file is.
   path = tmp_path_factory.mktemp('inc') / 'inception.pth'
   torch.save(sd, path, _use_new_zipfile_serialization=False)
   variables = inception_fid.convert_inception(pth.load_state_dict(path))
-  return model, inception_fid.inception_fn(variables), rng
+  return model, inception_fid.inception_fn(variables), (blocks, variables), rng
+
+
+def test_block_features_match_pytorch_fid_dims(setup):
+  """--dims 64 / 192 / 768: global average of blocks 0 / 1 / 2, as
+  pytorch-fid's calculate_activation_statistics pools them."""
+  _, _, (blocks, variables), rng = setup
+  images = rng.integers(0, 256, (2, 80, 80, 3), dtype=np.uint8)
+  with torch.no_grad():
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    refs = [torch.nn.functional.adaptive_avg_pool2d(o, 1)[:, :, 0, 0].numpy()
+            for o in blocks(x)]
+  for dims, ref in zip((64, 192, 768), refs):
+    out = np.asarray(inception_fid.inception_fn(variables, dims)(images))
+    assert out.shape == (2, dims) and ref.shape == (2, dims)
+    assert np.abs(ref).mean() > 0.05
+    assert np.abs(out - ref).max() <= TOL, dims
+  with pytest.raises(ValueError, match='dims=100'):
+    inception_fid.inception_fn(variables, 100)
 
 
 @pytest.mark.parametrize('size', [64, 320])
 def test_pool3_matches_pytorch_fid(setup, size):
-  model, fn, rng = setup
+  model, fn, _, rng = setup
   images = rng.integers(0, 256, (2, size, size, 3), dtype=np.uint8)
   with torch.no_grad():
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
