@@ -103,3 +103,46 @@ class Checkpointer:
     if self._previous_handler is not None:
       signal.signal(signal.SIGTERM, self._previous_handler)
       self._previous_handler = None
+
+
+def restore_generator(workdir: str, which: str | None = None,
+                      step: int | None = None) -> tuple[PyTree, str, int]:
+  """G variables {'params', **collections} of a run's checkpoint, on host.
+
+  Args:
+    workdir: the run's workdir.
+    which: 'ema', 'live', or None (EMA when the checkpoint has one).
+    step: the checkpoint (default: the latest).
+
+  Returns:
+    (variables as numpy arrays, which, step).
+
+  Raises:
+    ValueError (one line): no such checkpoint, or no EMA in it.
+  """
+  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  if not os.path.isdir(directory):
+    raise ValueError(f'no checkpoint in {directory}: train first, or fix '
+                     'the workdir')
+  ckpt = Checkpointer(workdir, every=1, keep=1, asynchronous=False)
+  try:
+    steps = sorted(ckpt.all_steps())
+    if not steps or (step is not None and step not in steps):
+      raise ValueError(
+          f'no checkpoint{"" if step is None else f" of step {step}"} in '
+          f'{ckpt.directory} (available: {steps or "none"})')
+    step = steps[-1] if step is None else step
+    raw = ckpt.restore_raw(step)
+  finally:
+    ckpt.close()
+  has_ema = raw.get('ema_g') is not None
+  which = which or ('ema' if has_ema else 'live')
+  if which == 'ema' and not has_ema:
+    raise ValueError(f'the checkpoint of step {step} in {ckpt.directory} has '
+                     'no EMA generator: use the live one')
+  g = raw['g']
+  params = raw['ema_g'] if which == 'ema' else g['params']
+  variables = jax.device_get({'params': params, **(g['state'] or {})})
+  logging.info('restored the %s generator of step %d from %s', which, step,
+               ckpt.directory)
+  return variables, which, step

@@ -257,6 +257,25 @@ def resolve_epochs(config: ml_collections.ConfigDict,
   return steps_per_epoch
 
 
+def _tuples(x):
+  """JSON lists back to the tuples configs use."""
+  if isinstance(x, dict):
+    return {k: _tuples(v) for k, v in x.items()}
+  if isinstance(x, list):
+    return tuple(_tuples(v) for v in x)
+  return x
+
+
+def read_json(workdir: str) -> ml_collections.ConfigDict:
+  """The resolved config of a run, from `workdir/config.json`."""
+  path = epath.Path(workdir) / 'config.json'
+  if not path.exists():
+    raise ConfigError(
+        f'no config.json in {workdir}: not a training workdir (the trainer '
+        'writes it at the start of a run)')
+  return ml_collections.ConfigDict(_tuples(json.loads(path.read_text())))
+
+
 def write_json(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Writes the resolved config to `workdir/config.json` (local or gs://)."""
   path = epath.Path(workdir) / 'config.json'

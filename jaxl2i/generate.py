@@ -23,13 +23,21 @@ slots (config.data.max_objects). Models whose eval pipeline appends the
 `__image__` object (Visual Genome, `add_image_object`) get it appended here
 too, taking one slot; users never list it.
 
-Label map PNG: single-channel class ids (8-bit L or palette, or 16-bit),
-resized with nearest (PyTorch's index rule, as the data ops) to the size
-the model was evaluated at; ids must be < num_classes or the ignore label.
+Label map PNG: single-channel class ids (8-bit L or palette, or 16-bit), or
+an RGB picture in jaxl2i's class palette (the colours of labelmap_input.png
+and the training grids; other colours are refused). It is resized with
+nearest (PyTorch's index rule, as the data ops) to the size the model was
+evaluated at, if it has that aspect ratio (else an error); ids must be
+< num_classes or the ignore label. Models with SPADE's instance-edge channel
+take the edges of --instance_map (instance-id PNG) or, without it, of the
+label map's class boundaries. SPADE VAE models take --style=image (z from
+its encoding; default z ~ N(0, I)). Depth-aware SPADE stage 2 writes the
+stage-1 depth beside each image (labels → depth → image).
 
 Outputs (uint8 PNG): layout{i:03d}_sample{k:02d}.png, layout{i:03d}_boxes.png
 and, with --masks, layout{i:03d}_sample{k:02d}_masks.png / _raw_masks.png;
-for a label map labelmap_sample{k:02d}.png and labelmap_input.png. Sample k
+for a label map labelmap_sample{k:02d}.png (depth-SPADE stage 2 also
+labelmap_sample{k:02d}_depth.png) and labelmap_input.png. Sample k
 of layout i uses the key fold_in(fold_in(key(seed), i), k): the same seed
 gives the same files. Every input is validated before anything is generated
 and files are written only after all generation succeeded; bad input stops
@@ -38,14 +46,12 @@ with one line (`error: ...`, exit status 2).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging
-from etils import epath
 import jax
 import ml_collections
 import numpy as np
@@ -58,29 +64,16 @@ from jaxl2i.recipes import base
 from jaxl2i.recipes import lama
 # Re-exported: the input checks are part of this module's API.
 from jaxl2i.user_inputs import (  # pylint: disable=unused-import
-    InputError, LabelMapError, LayoutError, Spec, model_spec, parse_layouts,
-    read_label_map, read_layouts)
+    InputError, LabelMapError, LayoutError, Spec, instance_edges, model_spec,
+    parse_layouts, read_instance_map, read_label_map, read_layouts,
+    read_style)
 
 CHUNK = 8            # samples per jitted call (vmapped over keys)
 
 
-def _tuples(x):
-  """JSON lists back to the tuples configs use."""
-  if isinstance(x, dict):
-    return {k: _tuples(v) for k, v in x.items()}
-  if isinstance(x, list):
-    return tuple(_tuples(v) for v in x)
-  return x
-
-
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The resolved config of a run, from `workdir/config.json`."""
-  path = epath.Path(workdir) / 'config.json'
-  if not path.exists():
-    raise config_lib.ConfigError(
-        f'no config.json in {workdir}: not a training workdir (the trainer '
-        'writes it at the start of a run)')
-  return ml_collections.ConfigDict(_tuples(json.loads(path.read_text())))
+  return config_lib.read_json(workdir)
 
 
 def load_meta(workdir: str, config) -> pipeline.DatasetMeta:
@@ -118,36 +111,19 @@ class Model:
     """Reads the generator of the checkpoint (once)."""
     if self.variables is not None:
       return
-    ckpt_dir = epath.Path(self.workdir) / 'checkpoints'
-    if not ckpt_dir.exists():
-      raise config_lib.ConfigError(f'no checkpoint in {ckpt_dir}: train '
-                                   'first, or fix --workdir')
-    ckpt = checkpointing.Checkpointer(self.workdir, every=1, keep=1,
-                                      asynchronous=False)
     try:
-      steps, step = sorted(ckpt.all_steps()), self.step
-      if not steps or (step is not None and step not in steps):
-        raise config_lib.ConfigError(
-            f'no checkpoint{"" if step is None else f" of step {step}"} in '
-            f'{ckpt.directory} (available: {steps or "none"})')
-      self.step = steps[-1] if step is None else step
-      raw = ckpt.restore_raw(self.step)
-    finally:
-      ckpt.close()
-    has_ema = raw.get('ema_g') is not None
-    self.which = self.which or ('ema' if has_ema else 'live')
-    if self.which == 'ema' and not has_ema:
-      raise config_lib.ConfigError(
-          f'the checkpoint of step {self.step} has no EMA generator '
-          f'(config.ema.decay={self.config.ema.decay}): use --generator=live')
-    g = raw['g']
-    params = raw['ema_g'] if self.which == 'ema' else g['params']
-    self.variables = jax.device_put(
-        jax.device_get({'params': params, **(g['state'] or {})}))
-    logging.info('restored the %s generator of step %d from %s', self.which,
-                 self.step, ckpt.directory)
+      variables, self.which, self.step = checkpointing.restore_generator(
+          self.workdir, self.which, self.step)
+    except ValueError as e:
+      message = str(e)
+      if 'no EMA generator' in message:
+        message = (f'{message} (config.ema.decay={self.config.ema.decay}): '
+                   'use --generator=live')
+      raise config_lib.ConfigError(message) from e
+    self.variables = jax.device_put(variables)
 
-  def inputs(self, layouts=None, label_map=None) -> dict[str, np.ndarray]:
+  def inputs(self, layouts=None, label_map=None, instance_map=None,
+             style=None) -> dict[str, np.ndarray]:
     """Validated inputs as a batch (one example per layout)."""
     if (layouts is None) == (label_map is None):
       raise InputError('give exactly one of a layout file or a label map')
@@ -159,8 +135,25 @@ class Model:
           f'this model (recipe {self.config.recipe!r}) generates from '
           f'{self.spec.kind.replace("_", " ")}s: pass {flag}')
     if given == 'layout':
+      if instance_map is not None or style is not None:
+        raise InputError('--instance_map and --style go with --label_map')
       return parse_layouts(read_layouts(layouts), self.meta, self.spec)
-    return {'label': read_label_map(label_map, self.meta, self.spec)[None]}
+    label = read_label_map(label_map, self.meta, self.spec)
+    batch = {'label': label[None]}
+    if self.spec.edges:
+      # SPADE's instance-edge channel: from the instance map when given,
+      # else from the class boundaries of the label map.
+      ids = (label if instance_map is None else
+             read_instance_map(instance_map, self.spec))
+      batch['edges'] = instance_edges(ids)[None]
+    elif instance_map is not None:
+      raise InputError('this model takes no instance map (no edge channel)')
+    if style is not None:
+      if not self.config.model.get('use_vae'):
+        raise InputError('--style needs a model with the VAE encoder '
+                         '(config.model.use_vae)')
+      batch['style'] = read_style(style, self.spec)[None]
+    return batch
 
   def _fn(self, with_masks: bool):
     """jit(vmap over keys) of the recipe's eval-mode sampling."""
@@ -171,6 +164,9 @@ class Model:
         if with_masks:
           out = recipe.sample_outputs(variables, batch, key)
           return tuple(x[0] for x in out)
+        if self.spec.kind == 'label_map':   # e.g. depth-SPADE: depth, image
+          return tuple(x[0] for x in recipe.grid_samples(variables, batch,
+                                                          key))
         return (recipe.sample(variables, batch, key)[0],)
 
       self._fns[with_masks] = jax.jit(jax.vmap(one, in_axes=(None, None, 0)))
@@ -185,7 +181,8 @@ class Model:
       (images float32 [K,H,W,3] in [-1,1],) and with `with_masks` also
       (adapted, raw) float32 [K,O,H,W].
     """
-    if with_masks and not hasattr(self.recipe, 'sample_outputs'):
+    if with_masks and (self.spec.kind != 'layout' or
+                       not hasattr(self.recipe, 'sample_outputs')):
       raise config_lib.ConfigError(
           f'recipe {self.config.recipe!r} does not produce object masks')
     self.restore()
@@ -200,13 +197,13 @@ class Model:
              for s in range(0, total, chunk)]
     return tuple(np.concatenate(p)[:num_samples] for p in zip(*parts))
 
-  def pictures(self, *, layouts=None, label_map=None, num_samples: int = 1,
-               seed: int = 0,
+  def pictures(self, *, layouts=None, label_map=None, instance_map=None,
+               style=None, num_samples: int = 1, seed: int = 0,
                with_masks: bool = False) -> dict[str, np.ndarray]:
     """File name -> uint8 [H,W,3] picture; see `generate`."""
     if num_samples < 1:
       raise InputError(f'num_samples={num_samples} must be >= 1')
-    batch = self.inputs(layouts, label_map)
+    batch = self.inputs(layouts, label_map, instance_map, style)
     if with_masks and label_map is not None:
       raise InputError('object masks (--masks) come from layout models only')
     nc, out = self.meta.num_classes, {}
@@ -221,8 +218,12 @@ class Model:
       if label_map is not None:
         out['labelmap_input.png'] = visualize.colorize_labels(
             example['label'][0], nc)
-        out.update({f'labelmap_sample{k:02d}.png': im
-                    for k, im in enumerate(images)})
+        suffixes = self.recipe.grid_column_names()
+        by_column = {}
+        for suffix, column in zip(suffixes, samples):
+          for k, im in enumerate(visualize.to_uint8(column)):
+            by_column[f'labelmap_sample{k:02d}{suffix}.png'] = im
+        out.update(sorted(by_column.items()))
         continue
       user = example['user_mask']
       out[f'layout{i:03d}_boxes.png'] = visualize.draw_boxes(
@@ -244,7 +245,7 @@ class Model:
 
 
 def generate(workdir: str, *, layouts=None, label_map=None,
-             num_samples: int = 1, seed: int = 0, step: int | None = None,
+             instance_map=None, style=None, num_samples: int = 1, seed: int = 0, step: int | None = None,
              generator: str | None = None,
              with_masks: bool = False) -> dict[str, np.ndarray]:
   """Samples of a run for user layouts or a label map.
@@ -252,7 +253,11 @@ def generate(workdir: str, *, layouts=None, label_map=None,
   Args:
     workdir: the training workdir (config.json, checkpoints/).
     layouts: a layout JSON file path, or its parsed value (module doc).
-    label_map: a PNG path, or an int array [H, W] of class ids.
+    label_map: a PNG path (class ids, or RGB colours of jaxl2i's palette),
+      or an int array [H, W] of class ids.
+    instance_map: instance-id PNG for models with SPADE's edge channel
+      (default: edges of the label map's class boundaries).
+    style: style image PNG/JPEG for SPADE's VAE encoder (default: z ~ N(0,1)).
     num_samples: samples per layout (different latents).
     seed: sample k of layout i uses fold_in(fold_in(key(seed), i), k).
     step: checkpoint step (default: the latest).
@@ -265,6 +270,7 @@ def generate(workdir: str, *, layouts=None, label_map=None,
   """
   model = Model(workdir, step=step, generator=generator)
   return model.pictures(layouts=layouts, label_map=label_map,
+                        instance_map=instance_map, style=style,
                         num_samples=num_samples, seed=seed,
                         with_masks=with_masks)
 
@@ -293,7 +299,10 @@ def run(workdir: str, out_dir: str | None = None, **kwargs) -> list[str]:
 def _define_flags() -> None:
   flags.DEFINE_string('workdir', None, 'Training workdir.')
   flags.DEFINE_string('layout', None, 'Layout JSON file (layout models).')
-  flags.DEFINE_string('label_map', None, 'Label-map PNG of class ids.')
+  flags.DEFINE_string('label_map', None, 'Label-map PNG: class ids, or RGB '
+                      "in jaxl2i's palette.")
+  flags.DEFINE_string('instance_map', None, 'Instance-id PNG (SPADE edges).')
+  flags.DEFINE_string('style', None, 'Style image (SPADE VAE models).')
   flags.DEFINE_string('out', None, 'Output folder (default workdir/generated).')
   flags.DEFINE_integer('num_samples', 1, 'Samples per layout.')
   flags.DEFINE_integer('seed', 0, 'Seed of the latents.')
@@ -312,7 +321,7 @@ def main(argv) -> None:
   f = flags.FLAGS
   try:
     run(f.workdir, f.out, layouts=f.layout, label_map=f.label_map,
-        num_samples=f.num_samples, seed=f.seed, step=f.step,
+        instance_map=f.instance_map, style=f.style, num_samples=f.num_samples, seed=f.seed, step=f.step,
         generator=f.generator, with_masks=f.masks)
   except (InputError, config_lib.ConfigError,
           data.DatasetUnavailableError) as e:

@@ -88,7 +88,7 @@ class _Grids:
       images = self.sample(variables, self.batch, self.key)
       columns += [(f'{which}{suffix}', im) for suffix, im in
                   zip(self.recipe.grid_column_names(), images)]
-    columns.append(('real', self.host['image']))
+    columns.append(('real', self.recipe.grid_real(self.host)))
     columns = [(name, parallel.to_host(c)[:self.n]) for name, c in columns]
     picture = visualize.grid([c for _, c in columns])
     if jax.process_index() == 0:
@@ -147,8 +147,9 @@ class Setup:
                                 self.config.ema.decay)
 
   def init(self, batch: PyTree) -> state_lib.GanState:
-    return jax.jit(self.init_fn, out_shardings=self.rep)(
+    state = jax.jit(self.init_fn, out_shardings=self.rep)(
         jax.random.key(self.config.seed), batch)
+    return self.recipe.after_init(state)
 
   def abstract_state(self, batch: PyTree) -> PyTree:
     """ShapeDtypeStructs (replicated) of the state, for restoring."""

@@ -45,6 +45,7 @@ class Spec:
   size: tuple[int, int]      # (H, W) of the inputs it was evaluated at
   slots: int                 # object slots (layout models)
   image_class: int | None    # class of the appended __image__ object
+  edges: bool = False        # label-map model also takes instance edges
 
 
 def model_spec(config, meta) -> Spec:
@@ -68,15 +69,20 @@ def model_spec(config, meta) -> Spec:
                       for name, args, kw in pp if name == 'add_image_object'),
                      None)
   kind = 'layout' if 'pad_objects' in names else 'label_map'
+  edges = 'instance_edges' in names
   if kind == 'label_map':
     keep = next((set(args) for name, args, _ in reversed(pp)
                  if name == 'keep'), set())
-    extra = sorted(keep - {'image', 'label', 'label_onehot'})
-    if extra or 'instance_edges' in names:
+    # Inputs a label map (+ optional instance map) gives; the rest of `keep`
+    # must be training targets (the image, or depth for a stage-1 model).
+    targets = {'image'} | ({'depth'} if config.model.get('output') == 'depth'
+                           else set())
+    extra = sorted(keep - targets - {'label', 'label_onehot', 'edges'})
+    if extra:
       raise config_lib.ConfigError(
-          f'this model (recipe {config.recipe!r}) also needs '
-          f'{extra or ["edges"]} from the dataset, which a label map alone '
-          'does not give; generate from its dataset instead')
+          f'this model (recipe {config.recipe!r}) also needs {extra} from '
+          'the dataset, which a label map alone does not give; generate '
+          'from its dataset instead')
     if size is None:
       raise config_lib.ConfigError(
           'cannot tell the input size of this model: no resize/crop op in '
@@ -85,7 +91,7 @@ def model_spec(config, meta) -> Spec:
     raise config_lib.ConfigError(
         "this model was trained on ground-truth masks (model.mask_source="
         "'gt'); it needs instance maps, not layouts")
-  return Spec(kind, size, slots, image_class)
+  return Spec(kind, size, slots, image_class, edges)
 
 
 # --- layouts ---------------------------------------------------------------
@@ -241,12 +247,14 @@ def read_label_map(source, meta, spec: Spec) -> np.ndarray:
         img.load()
     except (OSError, SyntaxError) as e:
       raise LabelMapError(f'cannot read {source} as an image: {e}') from e
-    if img.mode not in LABEL_MAP_MODES:
+    if img.mode in ('RGB', 'RGBA'):
+      label = colours_to_ids(np.asarray(img.convert('RGB')), meta, source)
+    elif img.mode not in LABEL_MAP_MODES:
       raise LabelMapError(
-          f'{source} is a {img.mode} image: expected a single-channel PNG of '
-          'class ids, one per pixel (8-bit L or palette, or 16-bit); colour-'
-          'coded maps must be converted to ids first')
-    label = np.asarray(img)
+          f'{source} is a {img.mode} image: expected class ids (8-bit L or '
+          'palette, or 16-bit) or colours of the palette (RGB)')
+    else:
+      label = np.asarray(img)
   else:
     label = np.asarray(source)
     if label.ndim != 2 or label.dtype.kind not in 'iu':
@@ -264,10 +272,92 @@ def read_label_map(source, meta, spec: Spec) -> np.ndarray:
         f'label map has class ids {bad[:8].tolist()}'
         f'{" ..." if len(bad) > 8 else ""} outside the model\'s 0..'
         f'{meta.num_classes - 1}{ignore} ({int((~ok).sum())} pixels)')
-  if label.shape != spec.size:
-    logging.info('label map resized (nearest) from %s to %s', label.shape,
-                 spec.size)
+  check_aspect(label.shape, spec.size,
+               f'label map {source}' if isinstance(source, (str, os.PathLike))
+               else 'label map')
   return _nearest(label, spec.size).astype(np.int32)
+
+
+def check_aspect(shape, size: tuple[int, int], what: str) -> None:
+  """Maps are resized to the model's size only without distortion."""
+  h, w = shape[:2]
+  if abs(h * size[1] - w * size[0]) > 0.01 * h * size[1]:
+    raise LabelMapError(
+        f'{what} is {h}x{w} (HxW) but the model takes {size[0]}x{size[1]}: '
+        'give a map of that size or aspect ratio (it is resized, nearest)')
+  if (h, w) != tuple(size):
+    logging.info('%s resized (nearest) from %s to %s', what, (h, w), size)
+
+
+def colours_to_ids(rgb: np.ndarray, meta, source) -> np.ndarray:
+  """An RGB label map drawn in jaxl2i's palette -> class ids.
+
+  The palette is `visualize.palette(num_classes)`: the colours of the
+  `labelmap_input.png` files and image grids jaxl2i writes, so such a file
+  can be edited and fed back.
+  """
+  from jaxl2i import visualize  # pylint: disable=g-import-not-at-top
+  lut = visualize.palette(meta.num_classes).astype(np.int64)
+  codes = (rgb[..., 0].astype(np.int64) << 16 | rgb[..., 1].astype(np.int64)
+           << 8 | rgb[..., 2])
+  keys = lut[:, 0] << 16 | lut[:, 1] << 8 | lut[:, 2]
+  order = np.argsort(keys, kind='stable')
+  pos = np.clip(np.searchsorted(keys[order], codes), 0, len(keys) - 1)
+  found = keys[order][pos] == codes
+  if not found.all():
+    bad, counts = np.unique(codes[~found], return_counts=True)
+    shown = ', '.join(f'#{c:06x} ({n} px)' for c, n in
+                      list(zip(bad, counts))[:5])
+    raise LabelMapError(
+        f'{source} has {len(bad)} colour(s) that are not classes of the '
+        f"model's palette: {shown}{' ...' if len(bad) > 5 else ''}")
+  return order[pos]
+
+
+def read_instance_map(source, spec: Spec) -> np.ndarray:
+  """An instance-id PNG (any integer mode) -> int32 [H,W] at spec.size."""
+  path = epath.Path(source)
+  if not path.exists():
+    raise LabelMapError(f'instance map {source} does not exist')
+  try:
+    with path.open('rb') as f:
+      img = Image.open(f)
+      img.load()
+  except (OSError, SyntaxError) as e:
+    raise LabelMapError(f'cannot read {source} as an image: {e}') from e
+  if img.mode not in LABEL_MAP_MODES:
+    raise LabelMapError(f'{source} is a {img.mode} image: expected a '
+                        'single-channel PNG of instance ids')
+  inst = np.asarray(img).astype(np.int64)
+  check_aspect(inst.shape, spec.size, f'instance map {source}')
+  return _nearest(inst, spec.size).astype(np.int32)
+
+
+def instance_edges(ids: np.ndarray) -> np.ndarray:
+  """float32 [H,W]: 1 where an id differs from a 4-neighbour, as the
+  `instance_edges` data op (both pixels of a differing pair)."""
+  e = np.zeros(ids.shape, bool)
+  dx = ids[:, 1:] != ids[:, :-1]
+  dy = ids[1:] != ids[:-1]
+  e[:, 1:] |= dx
+  e[:, :-1] |= dx
+  e[1:] |= dy
+  e[:-1] |= dy
+  return e.astype(np.float32)
+
+
+def read_style(source, spec: Spec) -> np.ndarray:
+  """A style image for SPADE's VAE encoder -> float32 [H,W,3] in [-1,1]."""
+  path = epath.Path(source)
+  if not path.exists():
+    raise InputError(f'style image {source} does not exist')
+  try:
+    with path.open('rb') as f:
+      img = Image.open(f)
+      img = img.convert('RGB').resize(spec.size[::-1], Image.BICUBIC)
+  except (OSError, SyntaxError) as e:
+    raise InputError(f'cannot read {source} as an image: {e}') from e
+  return np.asarray(img, np.float32) / 127.5 - 1.0
 
 
 # --- the model -------------------------------------------------------------

@@ -100,3 +100,10 @@ def save_png(path: str, picture: np.ndarray) -> None:
   tmp = path.parent / (path.name + '.tmp')
   tmp.write_bytes(buf.getvalue())
   tmp.replace(path)
+
+
+def depth_to_uint8(depth: np.ndarray) -> np.ndarray:
+  """Depth/disparity [B,H,W] in [0,1] (larger = nearer) -> grey uint8
+  [B,H,W,3] (white = near)."""
+  d = np.clip(np.asarray(depth, np.float32), 0.0, 1.0)
+  return np.repeat(np.round(d * 255.0).astype(np.uint8)[..., None], 3, -1)

@@ -39,7 +39,19 @@ def batch(batch_size=8, size=32, seed=0, max_objects=4):
       instance[b, r0:r1, c0:c1] = o + 1   # object slot o = instance id o+1
   colours = rng.integers(0, 256, (NUM_CLASSES, 3)).astype(np.uint8)
   image = colours[label]
+  edges = np.zeros(instance.shape, bool)   # 4-neighbour instance changes
+  dy = instance[:, 1:] != instance[:, :-1]
+  dx = instance[:, :, 1:] != instance[:, :, :-1]
+  edges[:, 1:] |= dy
+  edges[:, :-1] |= dy
+  edges[:, :, 1:] |= dx
+  edges[:, :, :-1] |= dx
+  depth = np.broadcast_to(np.linspace(0, 1, size, dtype=np.float32)[:, None],
+                          label.shape).copy()
+  depth[instance > 0] = 0.9
   return {
+      'edges': edges.astype(np.float32),
+      'depth': depth,
       'image': image,
       'label': label,
       'instance': instance,

@@ -266,8 +266,8 @@ def test_lama_layout(lama_run, tmp_path):
 
 
 def test_pix2pix_label_map(p2p_run, tmp_path):
-  label = np.zeros((48, 40), np.uint16)       # 16-bit, not the model's size
-  label[:24], label[24:, :20], label[24:, 20:] = 1, 2, 10
+  label = np.zeros((48, 48), np.uint16)       # 16-bit, not the model's size
+  label[:24], label[24:, :24], label[24:, 24:] = 1, 2, 10
   png = tmp_path / 'map.png'
   Image.fromarray(label).save(png)
   model = generate.Model(p2p_run)

@@ -110,6 +110,15 @@ class Recipe:
     """
     return (self.sample(g_variables, batch, key),)
 
+  def after_init(self, state: state_lib.GanState) -> state_lib.GanState:
+    """Edits a freshly initialised (not a restored) state on the host, e.g.
+    to load pretrained variables; the default keeps it."""
+    return state
+
+  def grid_real(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+    """The grid's last column: the real output as uint8 [B,H,W,3]."""
+    return batch['image']
+
   def grid_inputs(self, batch: dict[str, np.ndarray]) -> np.ndarray:
     """The conditioning input of a host batch as uint8 [B,H,W,3] pictures."""
     return visualize.colorize_labels(batch['label'], self.meta.num_classes)
@@ -142,7 +151,7 @@ def conditioning_map(batch: Batch, num_classes: int,
 def available() -> list[str]:
   import jaxl2i.recipes as pkg  # pylint: disable=g-import-not-at-top
   return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__)
-                if m.name != 'base')
+                if m.name != 'base' and not m.name.startswith('_'))
 
 
 def get_recipe(config: ml_collections.ConfigDict, meta) -> Recipe:

@@ -1,0 +1,198 @@
+"""The SPADE recipe: its losses, VAE, depth stages and two-stage chaining."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+import pytest
+
+from jaxl2i import config_lib
+from jaxl2i import generate
+from jaxl2i import losses
+from jaxl2i import state as state_lib
+from jaxl2i import train
+from jaxl2i.recipes import base
+from jaxl2i.recipes import spade as spade_recipe
+
+import fakes
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(name='synthetic_spade.py', arg='tiny', **model):
+  c = config_lib.load(os.path.join(ROOT, 'configs', name), arg)
+  c.model.update(model)
+  return c
+
+
+def _nets(recipe, batch, vgg=None):
+  g_vars, d_vars = recipe.init(jax.random.key(0), batch)
+  g_params, g_state = state_lib.split_variables(g_vars)
+  d_params, d_state = state_lib.split_variables(d_vars)
+  nets = base.Nets(state_lib.Net(g_params, g_state, None),
+                   state_lib.Net(d_params, d_state, None),
+                   {} if vgg is None else {'vgg': vgg})
+  return nets
+
+
+def test_losses_are_spades():
+  """Hinge averaged over 2 scales, FM over the intermediate layers / num_D,
+  weighted VGG on relu*_1; D sees cond ⊕ image."""
+  c = _config()
+  c.loss.vgg = 10.0
+  recipe = spade_recipe.Recipe(c, fakes.FakeMeta())
+  batch = jax.tree.map(jnp.asarray, fakes.batch(2, 32))
+  nets = _nets(recipe, batch, recipe.frozen_params()['vgg'])
+  assert recipe.vgg_random
+  out, _ = recipe.generate(nets.g.params, nets, batch, jax.random.key(1))
+  assert out['cond'].shape == (2, 32, 32, fakes.NUM_CLASSES + 1)   # + edges
+  real = base.image_to_float(batch['image'])
+  d_in = jnp.concatenate([out['cond'], jnp.concatenate([out['image'], real],
+                                                       0)[:2]], -1)
+  assert nets.d.params['scale_0']['model0']['kernel'].shape[2] == (
+      d_in.shape[-1])
+
+  both = jnp.concatenate([
+      jnp.concatenate([out['cond'], out['image']], -1),
+      jnp.concatenate([out['cond'], real], -1)], 0)
+  scales, _ = recipe.d.apply({'params': nets.d.params, **nets.d.state}, both,
+                             train=True, mutable=list(nets.d.state))
+  assert len(scales) == 2 and len(scales[0]) == c.model.n_layers_d + 1
+  relu = jax.nn.relu
+  want_d = np.mean([jnp.mean(relu(1 - s[-1][2:])) + jnp.mean(
+      relu(1 + s[-1][:2])) for s in scales])
+  d_loss, (dm, _) = recipe.d_loss(nets.d.params, nets, batch,
+                                  jax.lax.stop_gradient(out), None)
+  np.testing.assert_allclose(d_loss, want_d, rtol=1e-5)
+  assert set(dm) == {'d/loss_real', 'd/loss_fake', 'd/real_logit',
+                     'd/fake_logit'}
+
+  gan = np.mean([-jnp.mean(s[-1][:2]) for s in scales])
+  feat = sum(jnp.mean(jnp.abs(f[:2] - f[2:])) for s in scales
+             for f in s[:-1]) / 2
+  vgg = recipe.vgg_loss(nets.frozen['vgg'], out['image'], real)
+  g_loss, (gm, _) = recipe.g_loss(out, nets, batch, None)
+  np.testing.assert_allclose(gm['g/gan'], gan, rtol=1e-5)
+  np.testing.assert_allclose(gm['g/feat'], feat, rtol=1e-5)
+  np.testing.assert_allclose(gm['g/vgg_RANDOM_WEIGHTS'], vgg, rtol=1e-6)
+  np.testing.assert_allclose(g_loss, gan + 10 * feat + 10 * vgg, rtol=1e-5)
+  # VGG: Σ w_i L1 at relu1_1..relu5_1 with 1/32 .. 1.
+  taps = recipe.vgg.apply(nets.frozen['vgg'], jnp.concatenate(
+      [out['image'], real]), spade_recipe.VGG_TAPS)
+  manual = sum(w * jnp.mean(jnp.abs(taps[t][:2] - taps[t][2:]))
+               for w, t in zip((1 / 32, 1 / 16, 1 / 8, 1 / 4, 1),
+                               spade_recipe.VGG_TAPS))
+  np.testing.assert_allclose(vgg, manual, rtol=1e-5)
+
+
+def test_vae_encodes_the_real_image_and_adds_the_kld():
+  c = _config(arg='tiny,vae')
+  recipe = spade_recipe.Recipe(c, fakes.FakeMeta())
+  batch = jax.tree.map(jnp.asarray, fakes.batch(2, 32))
+  nets = _nets(recipe, batch)
+  assert set(nets.g.params) == {'encoder', 'generator'}
+  out, g_state = recipe.generate(nets.g.params, nets, batch,
+                                 jax.random.key(1))
+  assert out['mu'].shape == out['logvar'].shape == (2, c.model.z_dim)
+  assert set(g_state) == {'batch_stats', 'spectral'}
+  loss, (gm, _) = recipe.g_loss(out, nets, batch, None)
+  np.testing.assert_allclose(
+      gm['g/kld'], losses.kl_normal(out['mu'], out['logvar']), rtol=1e-6)
+  np.testing.assert_allclose(
+      loss, gm['g/gan'] + 10 * gm['g/feat'] + 0.05 * gm['g/kld'], rtol=1e-5)
+  g_vars = {'params': nets.g.params, **nets.g.state}
+  a, b = (recipe.sample(g_vars, batch, jax.random.key(k)) for k in (0, 1))
+  assert float(jnp.abs(a - b).mean()) > 1e-4   # z ~ N(0, I) per key
+  styled = {**batch, 'style': base.image_to_float(batch['image'])}
+  s1 = recipe.sample(g_vars, styled, jax.random.key(0))
+  assert float(jnp.abs(s1 - a).mean()) > 1e-4   # z from the style image
+
+
+def test_depth_stage_one_targets_the_depth_map():
+  c = _config('synthetic_depth_spade.py', 'stage=1,tiny')
+  recipe = spade_recipe.Recipe(c, fakes.FakeMeta())
+  assert not recipe.use_vgg and recipe.out_channels == 1
+  batch = jax.tree.map(jnp.asarray, fakes.batch(2, 32))
+  np.testing.assert_allclose(recipe.target(batch)[..., 0],
+                             batch['depth'] * 2 - 1)
+  nets = _nets(recipe, batch)
+  assert nets.g.params['conv_img']['kernel'].shape[-1] == 1
+  # D sees labels (11) + edges + depth.
+  assert nets.d.params['scale_0']['model0']['kernel'].shape[2] == 13
+  g_vars = {'params': nets.g.params, **nets.g.state}
+  assert recipe.sample(g_vars, batch, jax.random.key(0)).shape == (2, 32, 32,
+                                                                   3)
+  data = spade_recipe.Recipe(_config('synthetic_depth_spade.py',
+                                     'stage=2,depth=data,tiny'),
+                             fakes.FakeMeta())
+  cond = data.condition(batch)
+  assert cond.shape[-1] == 13
+  np.testing.assert_allclose(cond[..., -1], batch['depth'] * 2 - 1)
+
+
+@pytest.fixture(scope='module')
+def two_stages(tmp_path_factory):
+  """Stage 1 then stage 2 (on stage-1 depth), 4 tiny steps each."""
+  root = tmp_path_factory.mktemp('depth_spade')
+  data_dir = str(root / 'tfds')
+  c1 = _config('synthetic_depth_spade.py', 'stage=1,tiny')
+  c1.data.data_dir = data_dir
+  train.train_and_evaluate(c1, str(root / 's1'))
+  c2 = _config('synthetic_depth_spade.py', 'stage=2,tiny')
+  c2.data.data_dir = data_dir
+  c2.model.stage1_workdir = str(root / 's1')
+  c2.evals = {}
+  train.train_and_evaluate(c2, str(root / 's2'))
+  return root, c2
+
+
+def test_stage_two_trains_on_the_frozen_stage_one(two_stages, tmp_path):
+  root, c2 = two_stages
+  s1 = generate.Model(str(root / 's1'))
+  s1.restore()
+  s2 = generate.Model(str(root / 's2'))
+  s2.restore()
+  # The stage-1 generator rides along unchanged in stage 2's G state.
+  jax.tree.map(np.testing.assert_array_equal, s2.variables['stage1'],
+               s1.variables)
+  label = np.zeros((64, 64), np.uint8)          # any size of that aspect
+  label[:32], label[32:], label[40:60, 8:30] = 1, 2, 10
+  png = tmp_path / 'map.png'
+  Image.fromarray(label).save(png)
+  pics = s2.pictures(label_map=str(png), num_samples=1)
+  assert list(pics) == ['labelmap_input.png', 'labelmap_sample00.png',
+                        'labelmap_sample00_depth.png']
+  depth1 = s1.pictures(label_map=str(png))['labelmap_sample00.png']
+  np.testing.assert_array_equal(pics['labelmap_sample00_depth.png'], depth1)
+  grids = sorted(os.listdir(root / 's2' / 'images'))
+  assert grids == ['step_0000002.png', 'step_0000004.png']
+
+  bad = c2.copy_and_resolve_references()
+  bad.model.stage1_workdir = ''
+  with pytest.raises(config_lib.ConfigError, match='needs model.stage1_w'):
+    spade_recipe.Recipe(bad, fakes.FakeMeta())
+  bad.model.stage1_workdir = str(root / 's2')      # an image model
+  with pytest.raises(config_lib.ConfigError, match='not a depth-SPADE'):
+    spade_recipe.Recipe(bad, fakes.FakeMeta())
+
+
+def test_label_map_inputs_for_spade(two_stages, tmp_path):
+  root, _ = two_stages
+  model = generate.Model(str(root / 's1'))
+  assert model.spec.edges
+  label = np.zeros((32, 32), np.uint8)
+  label[:, 16:] = 3
+  inst = np.zeros((32, 32), np.uint16)
+  inst[8:12, 8:12] = 5
+  Image.fromarray(inst).save(tmp_path / 'inst.png')
+  edges = model.inputs(label_map=label)['edges'][0]
+  assert edges[:, 15:17].all() and edges.sum() == 64   # class boundary
+  edges = model.inputs(label_map=label,
+                       instance_map=str(tmp_path / 'inst.png'))['edges'][0]
+  assert edges.sum() == 28 and edges[8, 8] == 1   # rim + outside ring
+  with pytest.raises(generate.InputError, match='--style needs a model'):
+    model.inputs(label_map=label, style=str(tmp_path / 'inst.png'))
+  with pytest.raises(generate.LabelMapError, match='is 32x20'):
+    model.inputs(label_map=label[:, :20])
