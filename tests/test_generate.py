@@ -190,11 +190,12 @@ def test_label_map_errors(tmp_path, data_dir):
   wd = _workdir(tmp_path / 'p2p', _config('synthetic_pix2pix.py'), data_dir)
   out = str(tmp_path / 'out')
   rgb, bad, txt = (tmp_path / n for n in ('rgb.png', 'bad.png', 'x.png'))
-  Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(rgb)
+  Image.fromarray(np.full((8, 8, 3), (1, 2, 3), np.uint8)).save(rgb)
   Image.fromarray(np.full((8, 8), 300, np.uint16)).save(bad)   # 16-bit
   txt.write_text('not a png')
   for source, message in [
-      (rgb, 'is a RGB image: expected a single-channel PNG of class ids'),
+      (rgb, r"1 colour\(s\) that are not classes of the model's palette: "
+       r'#010203 \(64 px\)'),
       (bad, r"class ids \[300\] outside the model's 0..11 \(64 pixels\)"),
       (txt, 'cannot read'), (tmp_path / 'none.png', 'does not exist')]:
     with pytest.raises(generate.LabelMapError, match=message):
