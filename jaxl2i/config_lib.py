@@ -138,6 +138,7 @@ def base_config() -> ml_collections.ConfigDict:
   # `decay_factor` at each epoch of `decay_epochs` (PyTorch MultiStepLR).
   c.optim.schedule = 'constant'
   c.optim.decay_start = 0
+  c.optim.decay_start_epoch = 0.0   # > 0: decay_start in epochs (resolved)
   c.optim.decay_to = 0.0
   c.optim.decay_epochs = ()
   c.optim.decay_factor = 0.1
@@ -246,7 +247,8 @@ def resolve_epochs(config: ml_collections.ConfigDict,
   """Returns steps_per_epoch; sets total_steps from total_epochs if > 0.
 
   steps_per_epoch = ⌊num_train · data.epoch_multiplier / batch_size⌋ (at
-  least 1), PyTorch's DataLoader with drop_last. Writes into `config` (a
+  least 1), PyTorch's DataLoader with drop_last. Also converts
+  optim.decay_start_epoch to optim.decay_start. Writes into `config` (a
   locked ConfigDict accepts new values of existing keys), so config.json
   records the step count the run uses.
   """
@@ -254,6 +256,9 @@ def resolve_epochs(config: ml_collections.ConfigDict,
   steps_per_epoch = max(1, n // config.batch_size)
   if config.total_epochs > 0:
     config.total_steps = max(1, round(config.total_epochs * steps_per_epoch))
+  if config.optim.get('decay_start_epoch', 0) > 0:
+    config.optim.decay_start = round(config.optim.decay_start_epoch *
+                                     steps_per_epoch)
   return steps_per_epoch
 
 

@@ -196,3 +196,30 @@ def test_label_map_inputs_for_spade(two_stages, tmp_path):
     model.inputs(label_map=label, style=str(tmp_path / 'inst.png'))
   with pytest.raises(generate.LabelMapError, match='is 32x20'):
     model.inputs(label_map=label[:, :20])
+
+
+@pytest.mark.parametrize('name,arg,classes,hw,g_count,d_count', [
+    ('coco_spade.py', None, 183, (256, 256), 97_480_899, 5_904_514),
+    ('ade20k_spade.py', None, 151, (256, 256), 96_492_483, 5_836_930),
+    ('cityscapes_spade.py', None, 35, (256, 512), 93_048_003, 5_601_410),
+    ('coco_spade.py', 'vae', 183, (256, 256), 112_626_883, 5_904_514),
+])
+def test_configs_build_the_official_networks(name, arg, classes, hw,
+                                              g_count, d_count):
+  """Parameter counts of the official code (reference/README.md), through
+  the configs and the recipe (jax.eval_shape: nothing is computed)."""
+  c = _config(name, arg)
+  meta = fakes.FakeMeta(num_classes=classes,
+                        class_names=tuple(map(str, range(classes))))
+  recipe = spade_recipe.Recipe(c, meta)
+  batch = {'image': jax.ShapeDtypeStruct((1, *hw, 3), jnp.uint8),
+           'label': jax.ShapeDtypeStruct((1, *hw), jnp.int32),
+           'edges': jax.ShapeDtypeStruct((1, *hw), jnp.float32)}
+  g_vars, d_vars = jax.eval_shape(recipe.init, jax.random.key(0), batch)
+  count = state_lib.count_params
+  if arg == 'vae':
+    assert count(g_vars['params']['generator']) == g_count
+    assert count(g_vars['params']['encoder']) == 10_463_424
+  else:
+    assert count(g_vars['params']) == g_count
+  assert count(d_vars['params']) == d_count
