@@ -12,7 +12,11 @@ needed. Reports compile time, step time (median of the timed steps, each
 synchronised), img/s and peak device memory, as one JSON line.
 
 The official LAMA code on one H100 runs 122.8 img/s at 128² (batch 20) and
-35.9 img/s at 256² (batch 6) for a full D+G iteration (issue #4).
+35.9 img/s at 256² (batch 6) for a full D+G iteration (issue #4); the
+official SPADE code 49.5 img/s on COCO-Stuff 256² at batch 16 (issue #5):
+
+  python benchmarks/train_throughput.py --config=configs/coco_spade.py \
+      --batch_size=16 --num_classes=183 --dtype=bfloat16
 """
 
 import dataclasses
@@ -33,6 +37,9 @@ _OBJECTS = flags.DEFINE_integer('objects', 8, 'Valid objects per image.')
 _CLASSES = flags.DEFINE_integer('num_classes', 184, 'Class vocabulary size.')
 _STEPS = flags.DEFINE_integer('steps', 30, 'Timed steps.')
 _WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps after compiling.')
+_RANDOM = flags.DEFINE_bool(
+    'random_weights', True, 'Loss networks (VGG-19) may use random weights '
+    'when their files are not cached (same speed).')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +63,7 @@ def synthetic_batch(rng: np.random.Generator, batch: int, size: int,
   valid = np.arange(slots)[None] < objects
   label = rng.integers(0, num_classes, (batch, size, size)).astype(np.int32)
   return {
+      'edges': rng.integers(0, 2, (batch, size, size)).astype(np.float32),
       'image': rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8),
       'label': label,
       'instance': rng.integers(0, slots + 1, (batch, size, size)).astype(
@@ -83,6 +91,8 @@ def main(argv):
     config.batch_size = _BATCH.value
   if _DTYPE.value:
     config.dtype = _DTYPE.value
+  if _RANDOM.value and 'vgg_allow_random' in config.loss:
+    config.loss.vgg_allow_random = True
   slots = max(config.data.get('max_objects') or 8, _OBJECTS.value)
   meta = Meta(num_classes=_CLASSES.value, max_objects=slots)
   config_lib.validate(config, jax.device_count())

@@ -10,8 +10,13 @@ loss + L1 with λ=100, Adam 2e-4 β=(0.5, 0.999), batch 1, 100 epochs constant
 and flips. The input A is the colour-coded label map, as in the paper's
 Cityscapes data.
 
-The Cityscapes builder of jaxl2i does not exist yet (it comes with the SPADE
-work), so this config currently stops with a clear DatasetUnavailableError.
+Data: `cityscapes_maps/fine` (labelIds + photos, 1024×2048), built once with
+`python -m jaxl2i.data.prepare --dataset=cityscapes_maps/fine
+--manual_dir=$CITYSCAPES` (docs_labelmap_datasets.md). The paper's pairs are
+the frames squashed to 256×256 (pix2pix datasets/prepare_cityscapes_dataset.py,
+PIL resize), jittered 286 → 256: the first resize uses 'area' (an
+antialiased 4×/8× shrink; bilinear without antialiasing would alias), labels
+always nearest.
 """
 
 from jaxl2i import config_lib
@@ -24,10 +29,12 @@ def get_config(arg=None):
   arg = config_lib.parse_arg(arg, tiny=False)
   c = config_lib.base_config()
   c.recipe = 'pix2pix'
-  c.data.name = 'cityscapes'
-  c.data.pp_train = ('decode', 'resize(286)', 'random_crop(256)',
-                     'random_flip', 'keep("image", "label")')
-  c.data.pp_eval = ('decode', 'resize(256)', 'keep("image", "label")')
+  c.data.name = 'cityscapes_maps/fine'
+  c.data.pp_train = ('decode', 'resize(256, method="area")', 'resize(286)',
+                     'random_crop(256)', 'random_flip',
+                     'keep("image", "label")')
+  c.data.pp_eval = ('decode', 'resize(256, method="area")',
+                    'keep("image", "label")')
 
   c.model.ngf = 64
   c.model.ndf = 64
@@ -51,9 +58,11 @@ def get_config(arg=None):
   c.image_every = 5000
   c.ckpt_every = 10000
   if arg.tiny:   # same recipe shrunk for smoke runs (still needs the data)
-    c.data.pp_train = ('decode', 'resize(36)', 'random_crop(32)',
-                       'random_flip', 'keep("image", "label")')
-    c.data.pp_eval = ('decode', 'resize(32)', 'keep("image", "label")')
+    c.data.pp_train = ('decode', 'resize(32, method="area")', 'resize(36)',
+                       'random_crop(32)', 'random_flip',
+                       'keep("image", "label")')
+    c.data.pp_eval = ('decode', 'resize(32, method="area")',
+                      'keep("image", "label")')
     c.model.ngf = c.model.ndf = 8
     c.model.num_downs = 5
     c.model.n_layers_d = 2

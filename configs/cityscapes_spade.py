@@ -22,8 +22,9 @@ VAL_IMAGES = 500
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, tiny=False)
   c = config_lib.base_config()
+  # 1024×2048 → 256×512: an antialiased (area) shrink, as SPADE's PIL resize.
   _coco.labelmap_data(c, 'cityscapes_maps/fine', (256, 512), None,
-                      edges=True)
+                      edges=True, method='area')
   _synthetic.spade_model(c, edges=True, mode='more')
   c.batch_size = 16
   _coco.spade_schedule(c, 100, 100)
@@ -34,5 +35,5 @@ def get_config(arg=None):
   if arg.tiny:
     _synthetic.shrink(c)
     _coco.labelmap_data(c, 'cityscapes_maps/fine', (64, 128), None,
-                        edges=True)
+                        edges=True, method='area')
   return c

@@ -23,18 +23,21 @@ VAL_IMAGES = 5000      # COCO-Stuff 2017 validation
 
 
 def labelmap_data(c, name: str, size, crop, *, edges: bool,
-                  extra: tuple[str, ...] = ()) -> None:
-  """SPADE's train/eval transforms; size/crop: int or (h, w)."""
+                  extra: tuple[str, ...] = (), method: str = '') -> None:
+  """SPADE's train/eval transforms; size/crop: int or (h, w); method: of
+  the image resize ('' = bilinear, 'area' for large shrinks)."""
   hw = lambda s: f'{s}' if isinstance(s, int) else f'{s[0]}, {s[1]}'
   keys = ('image', 'label') + (('edges',) if edges else ()) + tuple(extra)
   keep = 'keep(' + ', '.join(f'"{k}"' for k in keys) + ')'
   post = ('instance_edges',) if edges else ()
   c.data.name = name
-  train = ['decode', f'resize({hw(size)})']
+  how = f', method="{method}"' if method else ''
+  train = ['decode', f'resize({hw(size)}{how})']
   if crop:
     train.append(f'random_crop({hw(crop)})')
   c.data.pp_train = tuple(train) + ('random_flip',) + post + (keep,)
-  c.data.pp_eval = ('decode', f'resize({hw(crop or size)})') + post + (keep,)
+  c.data.pp_eval = ('decode', f'resize({hw(crop or size)}{how})') + post + (
+      keep,)
   c.data.shuffle_buffer = 5000
 
 

@@ -72,7 +72,7 @@ def test_missing_dataset_fails_clearly(tmp_path):
   r = _run('--config=configs/cityscapes_pix2pix.py:tiny',
            f'--workdir={tmp_path}')
   assert r.returncode == 2, r.stderr[-3000:]
-  assert "no builder for dataset 'cityscapes'" in r.stderr
+  assert "dataset 'cityscapes_maps/fine' is not prepared" in r.stderr
   assert 'Traceback' not in r.stderr
 
 

@@ -123,7 +123,8 @@ def test_unknown_dataset_fails_clearly(tmp_path):
   c = _cfg(str(tmp_path), name='cityscapes')
   with pytest.raises(DatasetUnavailableError,
                      match=r"jaxl2i has no builder for dataset 'cityscapes' "
-                     r'yet \(available: coco_stuff_layout, synthetic_scenes, '
+                     r'yet \(available: ade20k_maps, cityscapes_maps, '
+                     r'coco_stuff_layout, coco_stuff_maps, synthetic_scenes, '
                      r'visual_genome_layout\)'):
     pipeline.train_dataset(c, host_batch_size=2, seed=0)
   assert issubclass(DatasetUnavailableError, RuntimeError)

@@ -140,11 +140,16 @@ def dataset_meta(data_cfg) -> DatasetMeta:
   builder = get_builder(data_cfg)
   info = builder.info
   md = info.metadata or {}
-  names = tuple(info.features['classes'].feature.names)
+  if 'classes' in info.features:
+    names = tuple(info.features['classes'].feature.names)
+  else:   # label-map datasets (cityscapes_maps, ade20k_maps, ...)
+    names = tuple(md['class_names'])
   max_objects = data_cfg.get('max_objects')
   if max_objects is None:
-    max_objects = md['max_objects']
+    max_objects = md.get('max_objects', 0)
   h, w = info.features['image'].shape[:2]
+  if h is None and md.get('image_size'):   # stored free-size, all equal
+    h, w = (int(s) for s in md['image_size'])
   return DatasetMeta(
       num_classes=int(md.get('num_classes', len(names))),
       class_names=names,

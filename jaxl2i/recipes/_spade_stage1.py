@@ -28,7 +28,6 @@ import numpy as np
 
 from jaxl2i import checkpointing
 from jaxl2i import config_lib
-from jaxl2i.data import pipeline
 from jaxl2i.models import spade
 
 COLLECTION = 'stage1'
@@ -40,7 +39,10 @@ class Stage1:
 
   def __init__(self, workdir: str, which: str, meta, resolution: int = 0):
     """workdir: the stage-1 run; which: 'ema'|'live'|'' (EMA if kept)."""
-    from jaxl2i.recipes import base  # pylint: disable=g-import-not-at-top
+    # pylint: disable=g-import-not-at-top
+    from jaxl2i.data import pipeline   # (TensorFlow: only when stage 2 runs)
+    from jaxl2i.recipes import base
+    # pylint: enable=g-import-not-at-top
     if not workdir:
       raise config_lib.ConfigError(
           "model.depth_input='stage1' needs model.stage1_workdir: train the "

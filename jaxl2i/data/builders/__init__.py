@@ -15,6 +15,10 @@ KNOWN = {
     'synthetic_scenes': 'jaxl2i.data.builders.synthetic_scenes',
     'coco_stuff_layout': 'jaxl2i.data.builders.coco_stuff_layout',
     'visual_genome_layout': 'jaxl2i.data.builders.visual_genome_layout',
+    # Label-map datasets (SPADE / pix2pix / CRN inputs).
+    'cityscapes_maps': 'jaxl2i.data.builders.cityscapes_maps',
+    'ade20k_maps': 'jaxl2i.data.builders.ade20k_maps',
+    'coco_stuff_maps': 'jaxl2i.data.builders.coco_stuff_maps',
 }
 
 
