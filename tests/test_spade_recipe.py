@@ -14,6 +14,7 @@ from jaxl2i import generate
 from jaxl2i import losses
 from jaxl2i import parallel
 from jaxl2i import state as state_lib
+from jaxl2i import step as step_lib
 from jaxl2i import train
 from jaxl2i.data import pipeline
 from jaxl2i.recipes import base
@@ -49,45 +50,54 @@ def test_losses_are_spades():
   batch = jax.tree.map(jnp.asarray, fakes.batch(2, 32))
   nets = _nets(recipe, batch, recipe.frozen_params()['vgg'])
   assert recipe.vgg_random
-  out, _ = recipe.generate(nets.g.params, nets, batch, jax.random.key(1))
-  assert out['cond'].shape == (2, 32, 32, fakes.NUM_CLASSES + 1)   # + edges
-  real = base.image_to_float(batch['image'])
-  d_in = jnp.concatenate([out['cond'], jnp.concatenate([out['image'], real],
-                                                       0)[:2]], -1)
+
+  @jax.jit   # one compile instead of op-by-op dispatch
+  def compute(nets, batch):
+    out, _ = recipe.generate(nets.g.params, nets, batch, jax.random.key(1))
+    real = base.image_to_float(batch['image'])
+    both = jnp.concatenate([
+        jnp.concatenate([out['cond'], out['image']], -1),
+        jnp.concatenate([out['cond'], real], -1)], 0)
+    scales, _ = recipe.d.apply({'params': nets.d.params, **nets.d.state},
+                               both, train=True, mutable=list(nets.d.state))
+    relu = jax.nn.relu
+    r = dict(
+        cond=out['cond'],
+        want_d=jnp.mean(jnp.stack([jnp.mean(relu(1 - s[-1][2:])) + jnp.mean(
+            relu(1 + s[-1][:2])) for s in scales])),
+        gan=jnp.mean(jnp.stack([-jnp.mean(s[-1][:2]) for s in scales])),
+        feat=sum(jnp.mean(jnp.abs(f[:2] - f[2:])) for s in scales
+                 for f in s[:-1]) / 2,
+        vgg=recipe.vgg_loss(nets.frozen['vgg'], out['image'], real),
+        layers=jnp.asarray([len(s) for s in scales]))
+    taps = recipe.vgg.apply(nets.frozen['vgg'], jnp.concatenate(
+        [out['image'], real]), spade_recipe.VGG_TAPS)
+    r['vgg_manual'] = sum(
+        w * jnp.mean(jnp.abs(taps[t][:2] - taps[t][2:]))
+        for w, t in zip((1 / 32, 1 / 16, 1 / 8, 1 / 4, 1),
+                        spade_recipe.VGG_TAPS))
+    r['d_loss'], (r['d_metrics'], _) = recipe.d_loss(
+        nets.d.params, nets, batch, jax.lax.stop_gradient(out), None)
+    r['g_loss'], (r['g_metrics'], _) = recipe.g_loss(out, nets, batch, None)
+    return r
+
+  r = compute(nets, batch)
+  assert r['cond'].shape == (2, 32, 32, fakes.NUM_CLASSES + 1)   # + edges
   assert nets.d.params['scale_0']['model0']['kernel'].shape[2] == (
-      d_in.shape[-1])
-
-  both = jnp.concatenate([
-      jnp.concatenate([out['cond'], out['image']], -1),
-      jnp.concatenate([out['cond'], real], -1)], 0)
-  scales, _ = recipe.d.apply({'params': nets.d.params, **nets.d.state}, both,
-                             train=True, mutable=list(nets.d.state))
-  assert len(scales) == 2 and len(scales[0]) == c.model.n_layers_d + 1
-  relu = jax.nn.relu
-  want_d = np.mean([jnp.mean(relu(1 - s[-1][2:])) + jnp.mean(
-      relu(1 + s[-1][:2])) for s in scales])
-  d_loss, (dm, _) = recipe.d_loss(nets.d.params, nets, batch,
-                                  jax.lax.stop_gradient(out), None)
-  np.testing.assert_allclose(d_loss, want_d, rtol=1e-5)
-  assert set(dm) == {'d/loss_real', 'd/loss_fake', 'd/real_logit',
-                     'd/fake_logit'}
-
-  gan = np.mean([-jnp.mean(s[-1][:2]) for s in scales])
-  feat = sum(jnp.mean(jnp.abs(f[:2] - f[2:])) for s in scales
-             for f in s[:-1]) / 2
-  vgg = recipe.vgg_loss(nets.frozen['vgg'], out['image'], real)
-  g_loss, (gm, _) = recipe.g_loss(out, nets, batch, None)
-  np.testing.assert_allclose(gm['g/gan'], gan, rtol=1e-5)
-  np.testing.assert_allclose(gm['g/feat'], feat, rtol=1e-5)
-  np.testing.assert_allclose(gm['g/vgg_RANDOM_WEIGHTS'], vgg, rtol=1e-6)
-  np.testing.assert_allclose(g_loss, gan + 10 * feat + 10 * vgg, rtol=1e-5)
+      fakes.NUM_CLASSES + 1 + 3)
+  assert list(r['layers']) == [c.model.n_layers_d + 1] * 2
+  np.testing.assert_allclose(r['d_loss'], r['want_d'], rtol=1e-5)
+  assert set(r['d_metrics']) == {'d/loss_real', 'd/loss_fake',
+                                 'd/real_logit', 'd/fake_logit'}
+  gm = r['g_metrics']
+  np.testing.assert_allclose(gm['g/gan'], r['gan'], rtol=1e-5)
+  np.testing.assert_allclose(gm['g/feat'], r['feat'], rtol=1e-5)
+  np.testing.assert_allclose(gm['g/vgg_RANDOM_WEIGHTS'], r['vgg'], rtol=1e-6)
+  np.testing.assert_allclose(r['g_loss'],
+                             r['gan'] + 10 * r['feat'] + 10 * r['vgg'],
+                             rtol=1e-5)
   # VGG: Σ w_i L1 at relu1_1..relu5_1 with 1/32 .. 1.
-  taps = recipe.vgg.apply(nets.frozen['vgg'], jnp.concatenate(
-      [out['image'], real]), spade_recipe.VGG_TAPS)
-  manual = sum(w * jnp.mean(jnp.abs(taps[t][:2] - taps[t][2:]))
-               for w, t in zip((1 / 32, 1 / 16, 1 / 8, 1 / 4, 1),
-                               spade_recipe.VGG_TAPS))
-  np.testing.assert_allclose(vgg, manual, rtol=1e-5)
+  np.testing.assert_allclose(r['vgg'], r['vgg_manual'], rtol=1e-5)
 
 
 def test_vae_encodes_the_real_image_and_adds_the_kld():
@@ -135,15 +145,17 @@ def test_depth_stage_one_targets_the_depth_map():
   np.testing.assert_allclose(cond[..., -1], batch['depth'] * 2 - 1)
 
 
-def _untrained_run(config, workdir):
-  """A workdir as after training, holding the initial state (no training:
-  the stage-1 step's compile would add a minute to the suite)."""
+def _setup_and_batch(config):
   setup = train.Setup(config)
   host = next(train.train_batches(config, 0))
-  state = setup.init(parallel.to_global(host, setup.mesh))
+  return setup, parallel.to_global(host, setup.mesh)
+
+
+def _save(setup, state, config, workdir, step):
+  """A workdir as the trainer leaves it: checkpoint, config, meta."""
   ckpt = checkpointing.Checkpointer(workdir, every=1, keep=1,
                                     asynchronous=False)
-  ckpt.save(4, state, force=True)
+  ckpt.save(step, state, force=True)
   ckpt.close()
   config_lib.write_json(config, workdir)
   pipeline.save_meta(setup.meta, workdir)
@@ -151,40 +163,57 @@ def _untrained_run(config, workdir):
 
 @pytest.fixture(scope='module')
 def two_stages(tmp_path_factory):
-  """A stage-1 workdir, then 4 tiny training steps of stage 2 on it."""
+  """A stage-1 workdir (its initial state: training it would only add a
+  compile), then one training step of stage 2 on it, saved as a run.
+
+  Stage 2's step is plain SPADE's plus the depth channel and the frozen
+  stage-1 generator, so it also stands for synthetic_spade.py's one-step
+  test (tests/test_train_step.py skips SPADE to keep the suite's time).
+  """
   root = tmp_path_factory.mktemp('depth_spade')
   data_dir = str(root / 'tfds')
   c1 = _config('synthetic_depth_spade.py', 'stage=1,tiny')
   c1.data.data_dir = data_dir
-  _untrained_run(c1, str(root / 's1'))
+  s1, b1 = _setup_and_batch(c1)
+  _save(s1, s1.init(b1), c1, str(root / 's1'), 4)
   c2 = _config('synthetic_depth_spade.py', 'stage=2,tiny')
   c2.data.data_dir = data_dir
   c2.model.stage1_workdir = str(root / 's1')
-  c2.evals = {}
-  train.train_and_evaluate(c2, str(root / 's2'))
-  return root, c2
+  s2, b2 = _setup_and_batch(c2)
+  before = s2.init(b2)
+  step = jax.jit(step_lib.make_train_step(s2.recipe, s2.tx_g, s2.tx_d,
+                                          c2.ema.decay))
+  frozen = jax.device_put(s2.recipe.frozen_params(), s2.rep)
+  after, metrics = step(before, b2, frozen)
+  _save(s2, after, c2, str(root / 's2'), 1)
+  return root, c2, jax.device_get((before, after, metrics))
 
 
 def test_stage_two_trains_on_the_frozen_stage_one(two_stages, tmp_path):
-  root, c2 = two_stages
-  s1 = generate.Model(str(root / 's1'))
-  s1.restore()
-  s2 = generate.Model(str(root / 's2'))
-  s2.restore()
-  # The stage-1 generator rides along unchanged in stage 2's G state.
-  jax.tree.map(np.testing.assert_array_equal, s2.variables['stage1'],
-               s1.variables)
+  root, c2, (before, after, metrics) = two_stages
+  assert all(np.isfinite(v) for v in metrics.values()), metrics
+  for a, b in ((before.g.params, after.g.params),
+               (before.d.params, after.d.params),
+               (before.g.state['batch_stats'], after.g.state['batch_stats'])):
+    assert any(not np.array_equal(x, y) for x, y in
+               zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  s1 = checkpointing.restore_generator(str(root / 's1'))[0]
+  # The stage-1 generator was installed at init and rides along unchanged.
+  jax.tree.map(np.testing.assert_array_equal, before.g.state['stage1'], s1)
+  jax.tree.map(np.testing.assert_array_equal, after.g.state['stage1'], s1)
+  # D sees labels (12 classes + edges) ⊕ depth ⊕ image.
+  assert after.d.params['scale_0']['model0']['kernel'].shape[2] == 12 + 1 + 1 + 3
+
   label = np.zeros((64, 64), np.uint8)          # any size of that aspect
   label[:32], label[32:], label[40:60, 8:30] = 1, 2, 10
   png = tmp_path / 'map.png'
   Image.fromarray(label).save(png)
+  s2 = generate.Model(str(root / 's2'))
   pics = s2.pictures(label_map=str(png), num_samples=1)
   assert list(pics) == ['labelmap_input.png', 'labelmap_sample00.png',
                         'labelmap_sample00_depth.png']
-  depth1 = s1.pictures(label_map=str(png))['labelmap_sample00.png']
-  np.testing.assert_array_equal(pics['labelmap_sample00_depth.png'], depth1)
-  grids = sorted(os.listdir(root / 's2' / 'images'))
-  assert grids == ['step_0000002.png', 'step_0000004.png']
+  depth = pics['labelmap_sample00_depth.png']
+  assert depth.shape == (32, 32, 3) and (depth[..., 0] == depth[..., 2]).all()
 
   bad = c2.copy_and_resolve_references()
   bad.model.stage1_workdir = ''
@@ -196,7 +225,7 @@ def test_stage_two_trains_on_the_frozen_stage_one(two_stages, tmp_path):
 
 
 def test_label_map_inputs_for_spade(two_stages, tmp_path):
-  root, _ = two_stages
+  root = two_stages[0]
   model = generate.Model(str(root / 's1'))
   assert model.spec.edges
   label = np.zeros((32, 32), np.uint8)
