@@ -3,13 +3,18 @@ r"""Imports released PyTorch models as jaxl2i training checkpoints.
   python -m jaxl2i.convert lama --torch_checkpoint=G_128.pth \
       --config=configs/coco_lama.py:res=128 --workdir=runs/lama128_official \
       [--step=1]
+  python -m jaxl2i.convert lama --torch_checkpoint=G_64.pth \
+      --config=configs/coco_lostgan.py:res=64 --workdir=runs/lostgan64_official
   python -m jaxl2i.convert spade --netG=latest_net_G.pth \
       [--netD=latest_net_D.pth] [--netE=latest_net_E.pth] \
       --config=configs/coco_spade.py --workdir=runs/coco_spade_official
 
 Subcommands (`SUBCOMMANDS`; the model-specific parts are in their files):
   lama   official `ZejianLi/LAMA` `G_*.pth` (ResnetGenerator64/128/256
-         state_dict) → jaxl2i.convert_lama;
+         state_dict) or `WillSuen/LostGANs` LostGAN-V1 generators
+         (ResnetGenerator64/128 of resnet_generator_v1.py; told apart by
+         their keys, imported into a configs/coco_lostgan.py config) →
+         jaxl2i.convert_lama;
   spade  official `NVlabs/SPADE` `latest_net_G.pth` (+ `latest_net_D.pth`,
          + `latest_net_E.pth` of --use_vae models) → jaxl2i.convert_spade.
 Files may carry a DataParallel `module.` prefix or sit inside a wrapper dict.
@@ -271,7 +276,8 @@ def _define_flags() -> None:
   config_flags.DEFINE_config_file(
       'config', None, 'Experiment config file (configs/*.py[:variant]).',
       lock_config=True)
-  flags.DEFINE_string('torch_checkpoint', None, 'lama: the G_*.pth file.')
+  flags.DEFINE_string('torch_checkpoint', None, 'lama: the G_*.pth file '
+                      '(LAMA or LostGAN-V1 generator).')
   flags.DEFINE_string('netG', None, 'spade: latest_net_G.pth.')
   flags.DEFINE_string('netD', None, 'spade: latest_net_D.pth (optional; '
                       'random D without it).')

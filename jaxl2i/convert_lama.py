@@ -1,11 +1,18 @@
-r"""`python -m jaxl2i.convert lama`: official LAMA generators as checkpoints.
+r"""`python -m jaxl2i.convert lama`: official LAMA / LostGAN-V1 generators.
 
   python -m jaxl2i.convert lama --torch_checkpoint=G_128.pth \
       --config=configs/coco_lama.py:res=128 --workdir=runs/lama128_official
+  python -m jaxl2i.convert lama --torch_checkpoint=G_64.pth \
+      --config=configs/coco_lostgan.py:res=64 --workdir=runs/lostgan64_official
 
-Reads `ZejianLi/LAMA` `G_*.pth` (ResnetGenerator64/128/256 state_dict) with
-jaxl2i.models.lama_import and saves it, with a fresh random D, as a training
-checkpoint (jaxl2i.convert).
+Reads `ZejianLi/LAMA` `G_*.pth` (ResnetGenerator64/128/256 state_dict,
+jaxl2i.models.lama_import) or `WillSuen/LostGANs` LostGAN-V1 generators
+(ResnetGenerator64/128 of model/resnet_generator_v1.py,
+jaxl2i.models.lostgan_v1_import); which of the two a file holds, and its
+resolution and widths, come from its keys and shapes, and the config must
+build that generator (arch 'lama' or 'lostgan_v1', same resolution and
+widths; the error names the config to use). Saves it, with a fresh random D,
+as a training checkpoint (jaxl2i.convert).
 """
 
 from __future__ import annotations
@@ -36,27 +43,36 @@ def _zeros_batch(config, meta, resolution: int) -> dict[str, np.ndarray]:
   return batch
 
 
-def _check_lama_config(config, found: dict[str, Any], path: str) -> None:
+_CONFIGS = {'lama': ('a LAMA', 'configs/coco_lama.py'),
+            'lostgan_v1': ('a LostGAN-V1', 'configs/coco_lostgan.py')}
+
+
+def _check_config(config, arch: str, found: dict[str, Any],
+                  path: str) -> None:
   """One-line ConfigError when the config cannot hold the checkpoint."""
-  from jaxl2i.models import lama  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from jaxl2i.models import lama
+  from jaxl2i.models import lostgan_v1
+  # pylint: enable=g-import-not-at-top
   m = config.model
   res = found['resolution']
-  if config.recipe != 'lama' or m.get('arch', 'lama') != 'lama':
+  kind, config_file = _CONFIGS[arch]
+  if config.recipe != 'lama' or m.get('arch', 'lama') != arch:
     raise config_lib.ConfigError(
-        f'{path} is a LAMA generator but the config builds recipe '
-        f'{config.recipe!r} / arch {m.get("arch")!r}: use a LAMA config '
-        f'(e.g. configs/coco_lama.py:res={res})')
+        f'{path} is {kind} generator but the config builds recipe '
+        f'{config.recipe!r} / arch {m.get("arch")!r}: use {kind} config '
+        f'(e.g. {config_file}:res={res})')
   if m.resolution != res:
     raise config_lib.ConfigError(
-        f'{path} holds a ResnetGenerator{res} ({res}x{res} images) but '
+        f'{path} holds {kind} ResnetGenerator{res} ({res}x{res} images) but '
         f'config.model.resolution={m.resolution}: use the {res} variant '
-        f'(e.g. --config=configs/coco_lama.py:res={res})')
+        f'(e.g. --config={config_file}:res={res})')
   if m.get('mask_source', 'generated') != 'generated':
     raise config_lib.ConfigError(
         f'{path} has a mask net but config.model.mask_source='
         f'{m.mask_source!r}: use mask_source="generated"')
-  want = dict(ch=m.ch, z_dim=m.z_dim,
-              embed_dim=m.embed_dim or lama.EMBED_DIM[res],
+  embed = (lama if arch == 'lama' else lostgan_v1).EMBED_DIM[res]
+  want = dict(ch=m.ch, z_dim=m.z_dim, embed_dim=m.embed_dim or embed,
               mask_hidden=m.mask_hidden)
   diff = {k: (found[k], v) for k, v in want.items() if found[k] != v}
   if diff:
@@ -68,7 +84,8 @@ def _check_lama_config(config, found: dict[str, Any], path: str) -> None:
 
 def import_lama(config, torch_checkpoint: str, workdir: str,
                 step: int = 1, *, verify: bool = True) -> str:
-  """Converts an official LAMA `G_*.pth` into checkpoint `step` of workdir.
+  """Converts an official LAMA or LostGAN-V1 generator file into checkpoint
+  `step` of workdir.
 
   `verify` restores the written checkpoint and compares the generator.
 
@@ -80,21 +97,38 @@ def import_lama(config, torch_checkpoint: str, workdir: str,
     config_lib.ConfigError (config/workdir that cannot hold it); every
     message is one line.
   """
-  from jaxl2i.models import lama_import  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from jaxl2i.models import lama_import
+  from jaxl2i.models import lostgan_v1_import
+  # pylint: enable=g-import-not-at-top
   convert.check_step(step)
   logging.info('[1/5] reading %s', torch_checkpoint)
   sd = lama_import.load_state_dict(torch_checkpoint)
-  found = lama_import.infer_generator_config(sd)
-  logging.info('checkpoint: ResnetGenerator%d, %d classes, ch %d, z %d, '
-               'embedding %d, mask net %d, mask adaption %s, %d tensors',
-               found['resolution'], found['num_classes'], found['ch'],
-               found['z_dim'], found['embed_dim'], found['mask_hidden'],
-               found['mask_adaption'], len(sd))
-  _check_lama_config(config, found, torch_checkpoint)
+  arch = lostgan_v1_import.architecture(sd)
+  if arch == 'lostgan_v1':
+    found = lostgan_v1_import.infer_generator_config(sd)
+    logging.info('checkpoint: LostGAN-V1 ResnetGenerator%d, %d classes, ch '
+                 '%d, z %d, embedding %d, mask net %d, %d tensors',
+                 found['resolution'], found['num_classes'], found['ch'],
+                 found['z_dim'], found['embed_dim'], found['mask_hidden'],
+                 len(sd))
+  else:
+    found = lama_import.infer_generator_config(sd)
+    logging.info('checkpoint: LAMA ResnetGenerator%d, %d classes, ch %d, z '
+                 '%d, embedding %d, mask net %d, mask adaption %s, %d '
+                 'tensors', found['resolution'], found['num_classes'],
+                 found['ch'], found['z_dim'], found['embed_dim'],
+                 found['mask_hidden'], found['mask_adaption'], len(sd))
+  _check_config(config, arch, found, torch_checkpoint)
 
   logging.info('[2/5] converting to Flax variables')
-  variables = lama_import.torch_to_flax_generator(
-      sd, **{**found, 'mask_adaption': bool(config.model.mask_adaption)})
+  if arch == 'lostgan_v1':
+    variables = lostgan_v1_import.torch_to_flax_generator(sd, **found)
+    source = 'WillSuen/LostGANs LostGAN-V1 netG.state_dict()'
+  else:
+    variables = lama_import.torch_to_flax_generator(
+        sd, **{**found, 'mask_adaption': bool(config.model.mask_adaption)})
+    source = 'ZejianLi/LAMA netG.state_dict()'
   res, n = found['resolution'], found['num_classes']
   directory = convert.save_imported(
       config, workdir, step,
@@ -103,8 +137,8 @@ def import_lama(config, torch_checkpoint: str, workdir: str,
       batch_fn=lambda meta: _zeros_batch(config, meta, res),
       g_variables=variables, d_variables=None, verify=verify,
       record=dict(source=os.path.abspath(torch_checkpoint),
-                  sha256=convert.sha256(torch_checkpoint), generator=found,
-                  format='ZejianLi/LAMA netG.state_dict()'))
+                  sha256=convert.sha256(torch_checkpoint),
+                  generator={'arch': arch, **found}, format=source))
   logging.info('imported %s as step %d of %s', torch_checkpoint, step,
                workdir)
   return directory

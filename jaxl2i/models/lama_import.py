@@ -26,8 +26,9 @@ Key-mapping rules (one `Entry` per PyTorch module, see `generator_table`):
 In eval mode `TorchSpectralNorm` divides by v·W·uᵀ from the stored u and v,
 which is what `torch.nn.utils.spectral_norm` does in eval mode, so imported
 models reproduce the official eval-mode outputs; σ is stored for
-completeness. A LostGAN-V1 table can be added beside `generator_table`; the
-per-kind converters are shared.
+completeness. LostGAN-V1 generators (`WillSuen/LostGANs`) have their own
+table in `lostgan_v1_import`, which shares the per-kind converters
+(`convert_entry`) and the final checks (`build_variables`) of this file.
 
 Reading `.pth` files needs no torch (`jaxl2i.nets.pth`).
 """
@@ -57,6 +58,8 @@ _PREFIXES = ('module.', '_orig_mod.')
 # PyTorch names of the trunk blocks per resolution (our names: res1..resN).
 _TORCH_BLOCK = {64: 'res{}', 128: 'res{}', 256: 'res.{}.model'}
 _FIRST_BLOCK = {64: 2, 128: 1, 256: 0}
+# The first layer of LostGAN-V1's mask net (LAMA: mask_regress.conv1.conv.).
+LOSTGAN_V1_MASK_KEY = 'mask_regress.conv1.0.'
 _ADAPTION = ('mask_regress.query_affine.', 'mask_regress.key_affine.',
              'mask_regress.query_local.', 'mask_regress.mask_adjust_alpha')
 
@@ -200,6 +203,10 @@ def infer_generator_config(
     64, res1..5: 128, res.0..5.model: 256).
   """
   keys = state_dict.keys()
+  if any(k.startswith(LOSTGAN_V1_MASK_KEY) for k in keys):
+    raise ValueError('a LostGAN-V1 generator state_dict (its mask net has '
+                     f'{LOSTGAN_V1_MASK_KEY}* keys): convert it with '
+                     'jaxl2i.models.lostgan_v1_import')
   if any(k.startswith('res.0.model.') for k in keys):
     res = 256
   elif any(k.startswith('res1.') for k in keys):
@@ -227,7 +234,7 @@ def infer_generator_config(
 # ------------------------------------------------------------- converting
 
 
-class _Reader:
+class Reader:
   """Takes keys out of a state_dict, remembering what was used or absent."""
 
   def __init__(self, sd: dict[str, np.ndarray]):
@@ -249,7 +256,7 @@ def _f32(a: np.ndarray) -> np.ndarray:
   return np.ascontiguousarray(a, dtype=np.float32)
 
 
-def _spectral(r: _Reader, e: Entry, layer: str,
+def _spectral(r: Reader, e: Entry, layer: str,
               expected: set[Path]) -> Iterator[Leaf]:
   """SN Linear / Conv: raw kernel, bias and u, v, σ (see module doc)."""
   w, u, v = (r.take(f'{e.torch}.{n}')
@@ -285,7 +292,7 @@ def _spectral(r: _Reader, e: Entry, layer: str,
       f'{e.torch}.weight_orig'
 
 
-def _convert(r: _Reader, e: Entry, expected: set[Path]) -> Iterator[Leaf]:
+def convert_entry(r: Reader, e: Entry, expected: set[Path]) -> Iterator[Leaf]:
   """Leaves of one table entry (missing keys are recorded in `r`)."""
   p, k = ('params',) + e.flax, e.kind
   if k in ('sn_linear', 'sn_conv'):
@@ -321,7 +328,7 @@ def _convert(r: _Reader, e: Entry, expected: set[Path]) -> Iterator[Leaf]:
     raise ValueError(f'unknown entry kind {k!r}')
 
 
-def _names(keys, limit: int = 12) -> str:
+def key_list(keys, limit: int = 12) -> str:
   keys = sorted(keys)
   more = f' (+{len(keys) - limit} more)' if len(keys) > limit else ''
   return ', '.join(keys[:limit]) + more
@@ -375,10 +382,10 @@ def torch_to_flax_generator(state_dict: dict[str, np.ndarray], *,
   sd = unwrap_state_dict(state_dict)
   want = _expected_flat(resolution, num_classes, ch, z_dim, embed_dim,
                         mask_hidden, mask_adaption)
-  reader = _Reader(sd)
+  reader = Reader(sd)
   leaves: dict[Path, tuple[np.ndarray, str]] = {}
   for entry in generator_table(resolution, mask_adaption=mask_adaption):
-    for path, value, key in _convert(reader, entry, set(want)):
+    for path, value, key in convert_entry(reader, entry, set(want)):
       leaves[path] = (value, key)
   if not mask_adaption:
     extra = [k for k in sd if k.startswith(_ADAPTION)]
@@ -397,8 +404,17 @@ def torch_to_flax_generator(state_dict: dict[str, np.ndarray], *,
       hint = ''
     raise ValueError(
         f'state_dict does not match ResnetGenerator{resolution}{hint}: '
-        f'missing keys [{_names(reader.missing)}]; unknown keys '
-        f'[{_names(unknown)}]')
+        f'missing keys [{key_list(reader.missing)}]; unknown keys '
+        f'[{key_list(unknown)}]')
+  return build_variables(leaves, want)
+
+
+def build_variables(leaves: dict[Path, tuple[np.ndarray, str]],
+                    want: dict[Path, jax.ShapeDtypeStruct]) -> PyTree:
+  """Converted leaves {path: (value, torch key)} → the variables of `want`
+  (the module's flattened variable tree); ValueError naming the key of a
+  leaf without a variable or of the wrong shape, or the unfilled variables.
+  """
   for path, (value, key) in leaves.items():
     if path not in want:
       raise ValueError(f'{key}: no variable {"/".join(path)} in the model')
@@ -408,6 +424,6 @@ def torch_to_flax_generator(state_dict: dict[str, np.ndarray], *,
   absent = set(want) - set(leaves)
   if absent:
     raise ValueError('variables not filled from the state_dict: '
-                     f'{_names("/".join(p) for p in absent)}')
+                     f'{key_list("/".join(p) for p in absent)}')
   flat = {p: v.astype(want[p].dtype) for p, (v, _) in leaves.items()}
   return traverse_util.unflatten_dict(flat)

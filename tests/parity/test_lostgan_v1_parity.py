@@ -1,10 +1,11 @@
 """Numerical parity of the LostGAN-V1 networks with PyTorch.
 
-The PyTorch modules below are written here from the facts of
-`WillSuen/LostGANs` (recorded in jaxl2i/models/lostgan_v1.py and
-reference/lama_lostgan.md), with the official module/attribute names so that
-`_to_flax` (state-dict names → Flax variables) also exercises the naming a
-checkpoint importer relies on. Tiny widths; random weights (also BN affines);
+The PyTorch modules are written from the facts of `WillSuen/LostGANs`
+(recorded in jaxl2i/models/lostgan_v1.py and reference/lama_lostgan.md), with
+the official module/attribute names so that `_to_flax` (state-dict names →
+Flax variables) also exercises the naming a checkpoint importer relies on:
+the generator's in torch_lostgan_v1.py (shared with
+test_lostgan_v1_import.py), the discriminator's below. Tiny widths; random weights (also BN affines);
 train mode (batch statistics, one SN power iteration) and eval mode (running
 statistics, stored u/v) compared at ≤ 1e-4 max abs in float32.
 """
@@ -21,6 +22,9 @@ from jaxl2i.models import lostgan_v1 as lg
 
 torch = pytest.importorskip('torch')
 tv_ops = pytest.importorskip('torchvision.ops')
+# pylint: disable=g-import-not-at-top,g-bad-import-order
+import torch_lostgan_v1 as tl
+# pylint: enable=g-import-not-at-top,g-bad-import-order
 tnn = torch.nn
 F = torch.nn.functional
 sn = tnn.utils.spectral_norm
@@ -119,109 +123,9 @@ def _check_structure(variables, init_fn):
 
 
 # --------------------------------------------------------- torch modules
-
-
-def torch_masks_to_layout(boxes_xywh, masks, size):
-  n = boxes_xywh.shape[0] * boxes_xywh.shape[1]
-  bb = boxes_xywh.reshape(n, 4)
-  lin = torch.linspace(0, 1, steps=size)
-  gx = ((lin[None] - bb[:, :1]) / bb[:, 2:3])[:, None, :].expand(n, size, size)
-  gy = ((lin[None] - bb[:, 1:2]) / bb[:, 3:4])[:, :, None].expand(n, size, size)
-  grid = torch.stack([gx, gy], dim=3) * 2 - 1
-  out = F.grid_sample(masks.reshape(n, 1, *masks.shape[2:]), grid,
-                      mode='bilinear', align_corners=True)
-  return out.reshape(*boxes_xywh.shape[:2], size, size)
-
-
-class TorchIsla(tnn.Module):
-  """BN(affine=False) then mask-weighted (γ + 1, β); eps 1e-6."""
-
-  def __init__(self, c, num_w):
-    super().__init__()
-    self.weight_proj = sn(tnn.Linear(num_w, c))
-    self.bias_proj = sn(tnn.Linear(num_w, c))
-    self.batch_norm2d = tnn.BatchNorm2d(c, affine=False)
-    # The official class derives from BatchNorm2d(affine=False): unused
-    # buffers in its state_dict.
-    self.register_buffer('running_mean', torch.zeros(c))
-    self.register_buffer('running_var', torch.ones(c))
-
-  def forward(self, x, w, m):
-    out = self.batch_norm2d(x)
-    m = F.interpolate(m, size=x.shape[2:], mode='bilinear',
-                      align_corners=False)
-    den = m.sum(1, keepdim=True) + 1e-6
-    gam = torch.einsum('bohw,boc->bchw', m, self.weight_proj(w)) / den + 1
-    bet = torch.einsum('bohw,boc->bchw', m, self.bias_proj(w)) / den
-    return gam * out + bet
-
-
-class TorchResBlockG(tnn.Module):
-
-  def __init__(self, cin, cout, num_w):
-    super().__init__()
-    self.conv1 = sn(tnn.Conv2d(cin, cout, 3, 1, 1), eps=1e-4)
-    self.conv2 = sn(tnn.Conv2d(cout, cout, 3, 1, 1), eps=1e-4)
-    self.b1 = TorchIsla(cin, num_w)
-    self.b2 = TorchIsla(cout, num_w)
-    self.c_sc = sn(tnn.Conv2d(cin, cout, 1, 1, 0), eps=1e-4)
-
-  def forward(self, x, w, m):
-    up = lambda t: F.interpolate(t, scale_factor=2, mode='nearest')
-    h = self.conv1(up(F.relu(self.b1(x, w, m))))
-    h = self.conv2(F.relu(self.b2(h, w, m)))
-    return h + self.c_sc(up(x))
-
-
-class TorchMaskNet(tnn.Module):
-
-  def __init__(self, num_w, hidden, map_size=64):
-    super().__init__()
-    self.hidden, self.map_size = hidden, map_size
-    self.fc = sn(tnn.Linear(num_w, hidden * 16))
-    block = lambda: [sn(tnn.Conv2d(hidden, hidden, 3, 1, 1)),
-                     tnn.BatchNorm2d(hidden), tnn.ReLU()]
-    self.conv1 = tnn.Sequential(*block())
-    self.conv2 = tnn.Sequential(*block())
-    self.conv3 = tnn.Sequential(*block(), sn(tnn.Conv2d(hidden, 1, 1, 1)),
-                                tnn.Sigmoid())
-
-  def forward(self, w, boxes_xywh):
-    b, o = boxes_xywh.shape[:2]
-    x = self.fc(w.reshape(b * o, -1)).view(b * o, self.hidden, 4, 4)
-    x = F.interpolate(self.conv1(x), size=8, mode='bilinear',
-                      align_corners=False)
-    x = F.interpolate(self.conv2(x), size=16, mode='bilinear',
-                      align_corners=False)
-    x = self.conv3(x).view(b, o, 16, 16)
-    return torch_masks_to_layout(boxes_xywh, x, self.map_size)
-
-
-class TorchGenerator(tnn.Module):
-
-  def __init__(self, res, nc, ch, z_dim, d_y, hidden):
-    super().__init__()
-    num_w = z_dim + d_y
-    self.label_embedding = tnn.Embedding(nc, d_y)
-    self.fc = sn(tnn.Linear(z_dim, 16 * 16 * ch))
-    # 64²: res2..res5 16→8→4→2→1 (× ch); 128²: res1..res5 16→16→8→4→2→1.
-    mult = (16, 8, 4, 2, 1) if res == 64 else (16, 16, 8, 4, 2, 1)
-    self.names = [f'res{i + (2 if res == 64 else 1)}' for i in range(
-        len(mult) - 1)]
-    for name, a, b in zip(self.names, mult[:-1], mult[1:]):
-      setattr(self, name, TorchResBlockG(a * ch, b * ch, num_w))
-    self.final = tnn.Sequential(tnn.BatchNorm2d(ch), tnn.ReLU(),
-                                sn(tnn.Conv2d(ch, 3, 3, 1, 1), eps=1e-4),
-                                tnn.Tanh())
-    self.mask_regress = TorchMaskNet(num_w, hidden)
-
-  def forward(self, z_img, z_obj, boxes_xywh, y):
-    w = torch.cat([z_obj, self.label_embedding(y)], dim=-1)
-    bbmap = self.mask_regress(w, boxes_xywh)
-    x = self.fc(z_img).view(z_img.shape[0], -1, 4, 4)
-    for name in self.names:
-      x = getattr(self, name)(x, w, bbmap)
-    return self.final(x), bbmap
+# The generator side is the official-name rebuild in torch_lostgan_v1.py
+# (ResBlock, MaskRegressNet, SpatialAdaptiveSynBatchNorm2d, ResnetGenerator);
+# the discriminator is written here.
 
 
 class TorchBlockD(tnn.Module):
@@ -347,9 +251,10 @@ def test_isla_and_resblock_v1_train_and_eval(block):
   torch.manual_seed(0)
   c, num_w = 4, 5
   if block == 'isla':
-    tm, fm, out_shape = TorchIsla(c, num_w), lg.IslaV1(c), (B, 8, 8, c)
+    tm, fm, out_shape = (tl.SpatialAdaptiveSynBatchNorm2d(c, num_w),
+                         lg.IslaV1(c), (B, 8, 8, c))
   else:
-    tm, fm, out_shape = (TorchResBlockG(c, 3, num_w), lg.ResBlockGV1(3),
+    tm, fm, out_shape = (tl.ResBlock(c, 3, num_w), lg.ResBlockGV1(3),
                          (B, 16, 16, 3))
   _randomise(tm, 1)
   rng = np.random.default_rng(2)
@@ -378,7 +283,7 @@ def test_isla_and_resblock_v1_train_and_eval(block):
 def test_mask_net_v1_train_and_eval():
   torch.manual_seed(1)
   num_w, hidden = 7, 8
-  tm = TorchMaskNet(num_w, hidden)
+  tm = tl.MaskRegressNet(num_w, hidden=hidden)
   _randomise(tm, 3)
   _, xywh, _, _ = _layout(64, seed=4)
   w = np.random.default_rng(5).normal(size=(B, O, num_w)).astype(np.float32)
@@ -405,14 +310,16 @@ def test_generator_v1_end_to_end(res=128):
   """
   torch.manual_seed(2)
   kw = dict(num_classes=5, ch=1, z_dim=6, embed_dim=4, mask_hidden=4)
-  tm = TorchGenerator(res, 5, 1, 6, 4, 4)
+  tm = tl.ResnetGenerator(res, ch=1, z_dim=6, num_classes=5, embed_dim=4,
+                          mask_hidden=4)
   _randomise(tm, 6)
   boxes, xywh, classes, mask = _layout(res, seed=7)
   rng = np.random.default_rng(8)
   z_img = rng.normal(size=(B, 6)).astype(np.float32)
   z_obj = rng.normal(size=(B, O, 6)).astype(np.float32)
   fm = lg.LostGanV1Generator(resolution=res, **kw)
-  t_args = tuple(torch.tensor(a) for a in (z_img, z_obj, xywh, classes))
+  t_args = tuple(torch.tensor(a) for a in (z_obj, xywh, z_img, classes)) + (
+      True,)   # return_mask
   f_args = tuple(jnp.asarray(a) for a in (z_img, z_obj, boxes, classes, mask))
 
   class Wrapped:
