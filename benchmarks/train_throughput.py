@@ -53,21 +53,23 @@ class Meta:
   num_examples: dict = dataclasses.field(default_factory=dict)
 
 
-def synthetic_batch(rng: np.random.Generator, batch: int, size: int,
-                    slots: int, objects: int, num_classes: int) -> dict:
-  """A batch of the data contract with `objects` valid boxes per image."""
+def synthetic_batch(rng: np.random.Generator, batch: int,
+                    size: tuple[int, int], slots: int, objects: int,
+                    num_classes: int) -> dict:
+  """A batch of the data contract, images of size (H, W), with `objects`
+  valid boxes per image."""
   x0 = rng.uniform(0, 0.7, (batch, slots, 2))
   wh = rng.uniform(0.1, 0.3, (batch, slots, 2))
   boxes = np.concatenate([x0, x0 + wh], -1).astype(np.float32)
   classes = rng.integers(1, num_classes, (batch, slots)).astype(np.int32)
   valid = np.arange(slots)[None] < objects
-  label = rng.integers(0, num_classes, (batch, size, size)).astype(np.int32)
+  hw = (batch, *size)
+  label = rng.integers(0, num_classes, hw).astype(np.int32)
   return {
-      'edges': rng.integers(0, 2, (batch, size, size)).astype(np.float32),
-      'image': rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8),
+      'edges': rng.integers(0, 2, hw).astype(np.float32),
+      'image': rng.integers(0, 256, hw + (3,), dtype=np.uint8),
       'label': label,
-      'instance': rng.integers(0, slots + 1, (batch, size, size)).astype(
-          np.int32),
+      'instance': rng.integers(0, slots + 1, hw).astype(np.int32),
       'boxes': boxes, 'classes': np.where(valid, classes, 0),
       'objects_mask': np.broadcast_to(valid, (batch, slots)).copy(),
       'num_objects': np.full((batch,), objects, np.int32),
@@ -82,6 +84,7 @@ def main(argv):
   from jaxl2i import runtime
   from jaxl2i import state as state_lib
   from jaxl2i import step as step_lib
+  from jaxl2i import user_inputs
   from jaxl2i.recipes import base
   # pylint: enable=g-import-not-at-top
   runtime.setup()
@@ -97,7 +100,13 @@ def main(argv):
   meta = Meta(num_classes=_CLASSES.value, max_objects=slots)
   config_lib.validate(config, jax.device_count())
   recipe = base.get_recipe(config, meta)
-  size = config.model.get('resolution') or 256
+  # The size the model is evaluated at (its eval resize, e.g. 256×512 for
+  # Cityscapes SPADE), else its resolution.
+  try:
+    size = user_inputs.model_spec(config, meta).size
+  except config_lib.ConfigError:
+    size = None
+  size = size or (config.model.get('resolution') or 256,) * 2
   mesh = parallel.make_mesh()
   rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
   tx_g, _ = state_lib.make_optimizer(config, 'g')
@@ -130,7 +139,8 @@ def main(argv):
   stats = jax.devices()[0].memory_stats() or {}
   result = dict(
       config=_CONFIG.value, recipe=config.recipe, dtype=config.dtype,
-      batch_size=config.batch_size, resolution=size, objects=_OBJECTS.value,
+      batch_size=config.batch_size, resolution='x'.join(map(str, size)),
+      objects=_OBJECTS.value,
       devices=jax.device_count(), device=jax.devices()[0].device_kind,
       compile_s=round(compile_s, 1), step_ms=round(step_s * 1e3, 2),
       step_ms_mean=round(statistics.mean(times) * 1e3, 2),
