@@ -13,6 +13,7 @@ import pytest
 from jaxl2i import checkpointing
 from jaxl2i import config_lib
 from jaxl2i import losses
+from jaxl2i import step as step_lib
 from jaxl2i import train
 from jaxl2i.recipes import crn as crn_recipe
 
@@ -187,3 +188,41 @@ def test_progressive_init_restores_all_but_the_new_module(tmp_path):
       other.init_fn, jax.random.key(0), batch))
   with pytest.raises(ValueError, match=r'g_16/conv1/kernel \(3, 3, 19, 8\)'):
     checkpointing.init_from(zeros, src, exclude='^g_32')
+
+
+def test_resume_is_bitwise_across_the_automatic_lambda_switch(tmp_path):
+  """G-only step, 2 + save/restore + 2 == 4 steps, with the automatic λ rule
+  switching at step 3: its statistics (a G collection) survive the
+  checkpoint, and λ is rescaled after the switch in both runs."""
+  c = _config('synthetic_crn.py', 'tiny')
+  c.batch_size = 8                 # the suite's 8 simulated devices
+  c.loss.taps, c.loss.lambdas = ('input',), (1.0,)
+  c.loss.auto_lambda_epochs = 1.0
+  meta = fakes.FakeMeta(num_examples={'train': 3 * c.batch_size})
+  setup = train.Setup(c, meta)
+  assert setup.recipe.auto_switch == 3
+  step = jax.jit(step_lib.make_train_step(setup.recipe, setup.tx_g, None,
+                                          c.ema.decay), donate_argnums=0)
+  frozen = jax.device_put(setup.recipe.frozen_params(), setup.rep)
+  batches = [jax.device_put(fakes.batch(c.batch_size, 32, seed=i), setup.dat)
+             for i in range(4)]
+
+  def run(state, first, last):
+    for i in range(first, last):
+      state, _ = step(state, batches[i], frozen)
+    return state
+
+  straight = jax.device_get(run(setup.init(batches[0]), 0, 4))
+  ckpt = checkpointing.Checkpointer(str(tmp_path), every=1, keep=1,
+                                    asynchronous=False)
+  ckpt.save(2, run(setup.init(batches[0]), 0, 2), force=True)
+  restored = ckpt.restore(setup.abstract_state(batches[0]))
+  ckpt.close()
+  resumed = jax.device_get(run(restored, 2, 4))
+  for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed)):
+    np.testing.assert_array_equal(a, b)
+  stats = straight.g.state[crn_recipe.STATS]
+  # the window is the epoch before the switch: steps 1-3.
+  assert int(stats['step']) == 4 and float(stats['count']) == 3.0
+  lam = np.asarray(setup.recipe.lambdas(straight.g.state))
+  assert np.all(lam != 1.0) and np.all(np.isfinite(lam)), lam
