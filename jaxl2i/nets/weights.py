@@ -35,6 +35,7 @@ import urllib.error
 import urllib.request
 
 from absl import logging
+from flax import traverse_util
 import numpy as np
 
 _CHUNK = 1 << 20  # Bytes read per step when downloading or hashing.
@@ -326,28 +327,14 @@ def install(name: str, src: os.PathLike[str] | str) -> pathlib.Path:
   return dest
 
 
-def flatten(tree: dict, prefix: str = '') -> dict:
-  """Nested dict -> {'a/b/c': leaf} (leaves unchanged)."""
-  out = {}
-  for k, v in tree.items():
-    key = f'{prefix}{k}'
-    if isinstance(v, dict):
-      out.update(flatten(v, key + '/'))
-    else:
-      out[key] = v
-  return out
+def flatten(tree: dict) -> dict:
+  """Nested dict -> {'a/b/c': leaf} (leaves unchanged; empty dicts dropped)."""
+  return traverse_util.flatten_dict(tree, sep='/')
 
 
 def unflatten(flat: dict[str, np.ndarray]) -> dict:
   """{'a/b/c': array} -> nested dict."""
-  tree: dict = {}
-  for key, v in flat.items():
-    node = tree
-    *parents, leaf = key.split('/')
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = v
-  return tree
+  return traverse_util.unflatten_dict(flat, sep='/')
 
 
 def random_variables(shapes: dict, seed: int = 0) -> dict:
