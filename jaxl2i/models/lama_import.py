@@ -234,21 +234,6 @@ def infer_generator_config(
 # ------------------------------------------------------------- converting
 
 
-class Reader:
-  """Takes keys out of a state_dict, remembering what was used or absent."""
-
-  def __init__(self, sd: dict[str, np.ndarray]):
-    self.sd, self.used, self.missing = sd, set(), []
-
-  def take(self, key: str, optional: bool = False) -> Optional[np.ndarray]:
-    if key not in self.sd:
-      if not optional:
-        self.missing.append(key)
-      return None
-    self.used.add(key)
-    return np.asarray(self.sd[key])
-
-
 Leaf = tuple[Path, np.ndarray, str]   # (collection + path, value, torch key)
 
 
@@ -256,7 +241,7 @@ def _f32(a: np.ndarray) -> np.ndarray:
   return np.ascontiguousarray(a, dtype=np.float32)
 
 
-def _spectral(r: Reader, e: Entry, layer: str,
+def _spectral(r: pth.StateDictReader, e: Entry, layer: str,
               expected: set[Path]) -> Iterator[Leaf]:
   """SN Linear / Conv: raw kernel, bias and u, v, σ (see module doc)."""
   w, u, v = (r.take(f'{e.torch}.{n}')
@@ -292,7 +277,8 @@ def _spectral(r: Reader, e: Entry, layer: str,
       f'{e.torch}.weight_orig'
 
 
-def convert_entry(r: Reader, e: Entry, expected: set[Path]) -> Iterator[Leaf]:
+def convert_entry(r: pth.StateDictReader, e: Entry,
+                  expected: set[Path]) -> Iterator[Leaf]:
   """Leaves of one table entry (missing keys are recorded in `r`)."""
   p, k = ('params',) + e.flax, e.kind
   if k in ('sn_linear', 'sn_conv'):
@@ -382,7 +368,7 @@ def torch_to_flax_generator(state_dict: dict[str, np.ndarray], *,
   sd = unwrap_state_dict(state_dict)
   want = _expected_flat(resolution, num_classes, ch, z_dim, embed_dim,
                         mask_hidden, mask_adaption)
-  reader = Reader(sd)
+  reader = pth.StateDictReader(sd)
   leaves: dict[Path, tuple[np.ndarray, str]] = {}
   for entry in generator_table(resolution, mask_adaption=mask_adaption):
     for path, value, key in convert_entry(reader, entry, set(want)):

@@ -46,6 +46,7 @@ import numpy as np
 from jaxl2i.models import lama_import
 from jaxl2i.models import lostgan_v1
 from jaxl2i.models.lama_import import Entry
+from jaxl2i.nets import pth
 
 PyTree = Any
 Path = tuple[str, ...]
@@ -187,7 +188,7 @@ def torch_to_flax_generator(state_dict: dict[str, np.ndarray], *,
   sd = lama_import.unwrap_state_dict(state_dict)
   want = _expected_flat(resolution, num_classes, ch, z_dim, embed_dim,
                         mask_hidden)
-  reader = lama_import.Reader(sd)
+  reader = pth.StateDictReader(sd)
   leaves: dict[Path, tuple[np.ndarray, str]] = {}
   for entry in generator_table(resolution):
     if entry.kind == _UNUSED_BN:

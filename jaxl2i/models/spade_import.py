@@ -193,21 +193,6 @@ def infer_encoder_config(sd: dict[str, np.ndarray]) -> dict[str, Any]:
 # ------------------------------------------------------------- converting
 
 
-class _Reader:
-  """Takes keys out of a state_dict, remembering what was used or absent."""
-
-  def __init__(self, sd: dict[str, np.ndarray]):
-    self.sd, self.used, self.missing = sd, set(), []
-
-  def take(self, key: str, optional: bool = False) -> Optional[np.ndarray]:
-    if key not in self.sd:
-      if not optional:
-        self.missing.append(key)
-      return None
-    self.used.add(key)
-    return np.asarray(self.sd[key], np.float32)
-
-
 def _legacy_v(w: np.ndarray, u: np.ndarray, weight: np.ndarray) -> np.ndarray:
   """v of a PyTorch < 1.0 SN file (weight_orig, weight, weight_u), as
   torch's `SpectralNormLoadStateDictPreHook`: solve W v ∝ u, u·W v = σ."""
@@ -223,7 +208,8 @@ def _legacy_v(w: np.ndarray, u: np.ndarray, weight: np.ndarray) -> np.ndarray:
   return (v * sigma / (u @ mat @ v)).astype(np.float32)
 
 
-def _module(r: _Reader, t: str, leaves: set[tuple[str, str]]):
+def _module(r: pth.StateDictReader, t: str,
+            leaves: set[tuple[str, str]]):
   """Yields ((collection, leaf), value, torch key) of one Flax module whose
   torch keys start with `t` ('' or a prefix ending in '.')."""
   if ('params', 'kernel') in leaves and (SN, 'u') in leaves:
@@ -283,7 +269,7 @@ def torch_to_flax(state_dict: dict[str, np.ndarray], expected: PyTree,
   modules: dict[Path, set[tuple[str, str]]] = {}
   for col, *path, leaf in want:
     modules.setdefault(tuple(path), set()).add((col, leaf))
-  r, leaves_out = _Reader(sd), {}
+  r, leaves_out = pth.StateDictReader(sd, np.float32), {}
   for path, leaves in modules.items():
     t = torch_name(path, (SN, 'u') in leaves)
     for (col, leaf), value, key in _module(r, t + '.' if t else '', leaves):

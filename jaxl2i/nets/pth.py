@@ -188,3 +188,26 @@ def load_state_dict(path: os.PathLike[str] | str) -> dict[str, np.ndarray]:
   if not isinstance(obj, dict):
     raise ValueError(f'{path} does not hold a state_dict')
   return {str(k): v for k, v in obj.items() if isinstance(v, np.ndarray)}
+
+
+class StateDictReader:
+  """Takes keys out of a state_dict, remembering what was used or absent.
+
+  Importers read every tensor through `take` and then report `missing` keys
+  and the keys of the file that were never used (`set(sd) - used`).
+  """
+
+  def __init__(self, sd: dict[str, np.ndarray], dtype=None):
+    self.sd, self.dtype = sd, dtype
+    self.used: set[str] = set()
+    self.missing: list[str] = []
+
+  def take(self, key: str, optional: bool = False) -> np.ndarray | None:
+    """The tensor `key` (as `dtype` if given); None and, unless `optional`,
+    recorded in `missing` when the file lacks it."""
+    if key not in self.sd:
+      if not optional:
+        self.missing.append(key)
+      return None
+    self.used.add(key)
+    return np.asarray(self.sd[key], self.dtype)
