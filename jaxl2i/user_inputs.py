@@ -235,18 +235,24 @@ def _nearest(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
   return label[idx[0]][:, idx[1]]
 
 
+def _open_image(source, what: str, error=LabelMapError) -> Image.Image:
+  """The image file `source`, read fully, or `error` naming `what`."""
+  path = epath.Path(source)
+  if not path.exists():
+    raise error(f'{what} {source} does not exist')
+  try:
+    with path.open('rb') as f:
+      img = Image.open(f)
+      img.load()
+  except (OSError, SyntaxError) as e:
+    raise error(f'cannot read {source} as an image: {e}') from e
+  return img
+
+
 def read_label_map(source, meta, spec: Spec) -> np.ndarray:
   """A PNG path (or int array [H,W]) -> validated int32 [H,W] at spec.size."""
   if isinstance(source, (str, os.PathLike)):
-    path = epath.Path(source)
-    if not path.exists():
-      raise LabelMapError(f'label map {source} does not exist')
-    try:
-      with path.open('rb') as f:
-        img = Image.open(f)
-        img.load()
-    except (OSError, SyntaxError) as e:
-      raise LabelMapError(f'cannot read {source} as an image: {e}') from e
+    img = _open_image(source, 'label map')
     if img.mode in ('RGB', 'RGBA'):
       label = colours_to_ids(np.asarray(img.convert('RGB')), meta, source)
     elif img.mode not in LABEL_MAP_MODES:
@@ -316,15 +322,7 @@ def colours_to_ids(rgb: np.ndarray, meta, source) -> np.ndarray:
 
 def read_instance_map(source, spec: Spec) -> np.ndarray:
   """An instance-id PNG (any integer mode) -> int32 [H,W] at spec.size."""
-  path = epath.Path(source)
-  if not path.exists():
-    raise LabelMapError(f'instance map {source} does not exist')
-  try:
-    with path.open('rb') as f:
-      img = Image.open(f)
-      img.load()
-  except (OSError, SyntaxError) as e:
-    raise LabelMapError(f'cannot read {source} as an image: {e}') from e
+  img = _open_image(source, 'instance map')
   if img.mode not in LABEL_MAP_MODES:
     raise LabelMapError(f'{source} is a {img.mode} image: expected a '
                         'single-channel PNG of instance ids')
@@ -348,15 +346,8 @@ def instance_edges(ids: np.ndarray) -> np.ndarray:
 
 def read_style(source, spec: Spec) -> np.ndarray:
   """A style image for SPADE's VAE encoder -> float32 [H,W,3] in [-1,1]."""
-  path = epath.Path(source)
-  if not path.exists():
-    raise InputError(f'style image {source} does not exist')
-  try:
-    with path.open('rb') as f:
-      img = Image.open(f)
-      img = img.convert('RGB').resize(spec.size[::-1], Image.BICUBIC)
-  except (OSError, SyntaxError) as e:
-    raise InputError(f'cannot read {source} as an image: {e}') from e
+  img = _open_image(source, 'style image', InputError)
+  img = img.convert('RGB').resize(spec.size[::-1], Image.BICUBIC)
   return np.asarray(img, np.float32) / 127.5 - 1.0
 
 
