@@ -16,7 +16,7 @@ The step calls, per iteration and in the recipe's `order`:
 `g_loss` is differentiated with respect to `out` (a dict of arrays), then the
 gradient is pulled back through `generate` — with `share_fake` this reuses the
 one forward pass the D update saw (LAMA, pix2pix); otherwise G is run again
-(SPADE, Layout2Im).
+(SPADE, Layout2Im; a ('d', 'g') recipe reruns it through `regenerate`).
 """
 
 from __future__ import annotations
@@ -74,6 +74,19 @@ class Recipe:
                key: jax.Array) -> tuple[dict[str, jax.Array], PyTree]:
     """G in train mode -> (outputs dict, new non-param G collections)."""
     raise NotImplementedError
+
+  def regenerate(self, g_params: PyTree, nets: Nets, batch: Batch,
+                 key: jax.Array, fresh_key: jax.Array
+                 ) -> tuple[dict[str, jax.Array], PyTree]:
+    """G's second forward in a ('d', 'g') step without `share_fake`.
+
+    `key` is the one the D update's forward got, `fresh_key` an unused one.
+    The default reruns `generate` on `key` (the same noise); a recipe whose
+    reference draws some noise anew in that forward overrides this
+    (Layout2Im: the same z, a fresh reparameterisation ε).
+    """
+    del fresh_key
+    return self.generate(g_params, nets, batch, key)
 
   def d_loss(self, d_params: PyTree, nets: Nets, batch: Batch,
              out: dict[str, jax.Array],
