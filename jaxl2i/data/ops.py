@@ -145,16 +145,19 @@ def _floor_index(n_out: int, n_in: tf.Tensor) -> tf.Tensor:
 
 
 @register('resize')
-def resize(size: int, width: int | None = None, method: str = 'bilinear'
-           ) -> Op:
+def resize(size: int, width: int | None = None, method: str = 'bilinear',
+           antialias: bool = False) -> Op:
   """Resizes every map to (size, size), or (size, width) if width is given.
 
   image: `method` ('bilinear' default, or 'bicubic' as pix2pix's PyTorch
   port), half-pixel centres, antialias off (= torch `F.interpolate`,
   align_corners=False; TF's bicubic kernel uses a=-0.5 where torch uses
-  -0.75), rounded back to uint8. label/instance/edges/label_onehot: nearest
-  with PyTorch's rule src = floor(i * in / out) (tf.image.resize 'nearest'
-  uses half-pixel centres and picks other pixels). depth: bilinear. Boxes are
+  -0.75), rounded back to uint8. antialias=True widens the kernel by the
+  scale when downsampling, as PIL's `Image.resize` does (bilinear: within
+  one grey level of PIL's BILINEAR, the sg2im/Layout2Im loaders' resize).
+  label/instance/edges/label_onehot: nearest with PyTorch's rule src =
+  floor(i * in / out) (tf.image.resize 'nearest' uses half-pixel centres and
+  picks other pixels). depth: bilinear (antialiased alike). Boxes are
   normalised, hence unchanged.
   """
   h, w = size, size if width is None else width
@@ -168,12 +171,12 @@ def resize(size: int, width: int | None = None, method: str = 'bilinear'
         ex[k] = tf.gather(tf.gather(ex[k], rows, axis=0), cols, axis=1)
     if 'image' in ex:
       img = tf.image.resize(tf.cast(ex['image'], tf.float32), (h, w),
-                            method=method, antialias=False)
+                            method=method, antialias=antialias)
       ex['image'] = tf.cast(tf.clip_by_value(tf.round(img), 0, 255),
                             tf.uint8)
     if 'depth' in ex:
       d = tf.image.resize(ex['depth'][..., None], (h, w), method='bilinear',
-                          antialias=False)
+                          antialias=antialias)
       ex['depth'] = d[..., 0]
     return ex
 
