@@ -81,7 +81,8 @@ def get_config(arg=None):
   arg = config_lib.parse_arg(arg, tiny=False)
   c = config_lib.base_config()
   layout2im_model(c)
-  c.data.name = 'synthetic_scenes/tiny' if arg.tiny else 'synthetic_scenes/res64'
+  c.data.name = ('synthetic_scenes/tiny' if arg.tiny else
+                 'synthetic_scenes/res64')
   # 8 slots as COCO: the stuff regions and the nearest things (the builder's
   # order; pad_objects truncates before the shuffle).
   c.data.max_objects = 8

@@ -161,6 +161,24 @@ def conditioning_map(batch: Batch, num_classes: int,
   return seg
 
 
+def check_layout_batch(batch: Batch, resolution: int, model: str) -> None:
+  """ConfigError unless the images are resolution² and the objects padded.
+
+  For layout models (LAMA, Layout2Im): `model` names the model in the
+  message.
+  """
+  from jaxl2i import config_lib  # pylint: disable=g-import-not-at-top
+  if batch['image'].shape[1:3] != (resolution, resolution):
+    raise config_lib.ConfigError(
+        f'images are {batch["image"].shape[1:3]} but '
+        f'config.model.resolution={resolution}: resize to {resolution} in '
+        'data.pp_*')
+  if 'objects_mask' not in batch:
+    raise config_lib.ConfigError(
+        f"{model} needs boxes, classes and objects_mask: add "
+        "'pad_objects(N)' to data.pp_train and data.pp_eval")
+
+
 def available() -> list[str]:
   import jaxl2i.recipes as pkg  # pylint: disable=g-import-not-at-top
   return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__)
