@@ -388,5 +388,8 @@ class ConvLSTM(nn.Module):
         return (h, c), h
 
       zeros = jnp.zeros((b, hh, ww, hid), jnp.float32)
-      (h, _), seq = jax.lax.scan(cell, (zeros, zeros), (x_gates, steps))
+      # Unrolled: T ≤ 9 object slots, and XLA:CPU runs a rolled scan's
+      # while loop (forward and backward) many times slower.
+      (h, _), seq = jax.lax.scan(cell, (zeros, zeros), (x_gates, steps),
+                                 unroll=True)
     return h.astype(self.dtype)
