@@ -80,9 +80,12 @@ def _ce(logits, y):
   return lse - np.take_along_axis(logits, y[..., None], -1)[..., 0]
 
 
-def test_losses_with_the_reference_weights(tiny, monkeypatch):
-  """L_D and L_G of train.py on given D logits; objects over valid slots."""
-  recipe, batch = tiny[:2]
+def test_losses_as_train_py(tiny, monkeypatch):
+  """L_D and L_G of train.py on given D logits with the config's weights
+  (the demo's λ_img_rec 10 and λ_z_rec 1 differ from the reference's, whose
+  values test_reference_settings checks); objects over valid slots."""
+  recipe, batch, lam = tiny[0], tiny[1], tiny[4].loss
+  assert (lam.img_rec, lam.z_rec) != (1.0, 10.0)   # both weights exercised
   rng = np.random.default_rng(0)
   valid = batch['objects_mask']                         # 3 of 4 slots
   y = batch['classes']
@@ -134,7 +137,8 @@ def test_losses_with_the_reference_weights(tiny, monkeypatch):
                vmean(_bce(obj_logits[2.0][0], 1)))
   cls = 0.5 * (vmean(_ce(obj_logits[1.0][1], y)) +
                vmean(_ce(obj_logits[2.0][1], y)))
-  want = rec_img + 10 * rec_z + adv + obj + cls + 0.01 * kl
+  want = (lam.img_rec * rec_img + lam.z_rec * rec_z + lam.img_adv * adv +
+          lam.obj_adv * obj + lam.obj_cls * cls + lam.kl * kl)
   assert float(g) == pytest.approx(want, rel=1e-5)
   for k, v in (('g/kl', kl), ('g/rec_z', rec_z), ('g/rec_img', rec_img)):
     assert float(m[k]) == pytest.approx(v, rel=1e-5), k
