@@ -172,7 +172,7 @@ def base_config() -> ml_collections.ConfigDict:
 EVAL_DEFAULTS = dict(
     every=1000,                  # steps between runs in the training loop
     at_end=True,                 # also run after the last training step
-    num_samples=5000,            # examples of the eval split used
+    num_samples=5000,            # examples of the eval split (0: all)
     batch_size=0,                # global eval batch; 0: config.batch_size
     generators=('ema', 'live'),  # which G weights ('ema' skipped if no EMA)
     allow_random_weights=False,  # random Inception/AlexNet when offline

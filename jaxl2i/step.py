@@ -62,10 +62,11 @@ def make_train_step(recipe: base.Recipe, tx_g: optax.GradientTransformation,
                **metrics}
     return s.replace(d=d), metrics
 
-  def g_update_regenerate(s: GanState, nets, batch, k_gen, k_loss):
-    """G forward + loss under one value_and_grad (no shared fake)."""
+  def g_update_regenerate(s: GanState, nets, batch, forward, k_loss):
+    """G forward (forward(g_params) -> (out, g_state)) + loss under one
+    value_and_grad (no shared fake)."""
     def loss_fn(g_params):
-      out, g_state = generate(g_params, nets, batch, k_gen)
+      out, g_state = forward(g_params)
       loss, (metrics, d_state) = recipe.g_loss(out, nets, batch, k_loss)
       return loss, (metrics, g_state, d_state, out)
     (loss, (metrics, g_state, d_state, out)), grads = jax.value_and_grad(
@@ -99,14 +100,15 @@ def make_train_step(recipe: base.Recipe, tx_g: optax.GradientTransformation,
         (g_grads,) = pull(d_out)
       else:
         # Layout2Im re-runs G on the same noise: k_gen is passed again on
-        # purpose.
+        # purpose (k_gen2, unused in this order, for noise drawn anew).
+        rerun = lambda p: recipe.regenerate(p, nets, batch, k_gen, k_gen2)
         g_loss, g_metrics, g_grads, g_state, d_state, _ = (
-            g_update_regenerate(s, nets, batch, k_gen, k_g))
+            g_update_regenerate(s, nets, batch, rerun, k_g))
         s = s.replace(g=s.g.replace(state=g_state))
     else:
       nets = base.Nets(s.g, s.d, frozen)
       g_loss, g_metrics, g_grads, g_state, d_state, _ = g_update_regenerate(
-          s, nets, batch, k_gen, k_g)
+          s, nets, batch, lambda p: generate(p, nets, batch, k_gen), k_g)
       s = s.replace(g=s.g.replace(state=g_state))
 
     if s.d is not None:

@@ -174,6 +174,19 @@ def test_resize_bilinear_image_matches_torch_without_antialias():
   assert np.abs(out.numpy().astype(int) - ref.astype(int)).max() <= 1
 
 
+def test_resize_antialias_matches_pil_bilinear():
+  """resize(S, antialias=True): PIL's `Image.resize(BILINEAR)` (the sg2im /
+  Layout2Im loaders) to one level; without antialiasing far from it."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(2)
+  img = rng.integers(0, 256, (90, 120, 3)).astype(np.uint8)
+  pil = np.asarray(Image.fromarray(img).resize((16, 16), Image.BILINEAR))
+  diff = lambda spec: np.abs(ops.get_op(spec)({'image': tf.constant(img)})[
+      'image'].numpy().astype(int) - pil).max()
+  assert diff('resize(16, antialias=True)') <= 1
+  assert diff('resize(16)') > 20
+
+
 def test_instance_edges_on_two_regions():
   inst = np.zeros((4, 5), np.int32)
   inst[:, 3:] = 7  # vertical boundary between columns 2 and 3

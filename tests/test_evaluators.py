@@ -57,6 +57,19 @@ def test_fid_of_a_perfect_generator_is_zero(setup, tmp_path, monkeypatch):
   assert json.load(open(path))['protocol']['fid']['num_samples'] == 12
 
 
+def test_num_samples_zero_is_the_whole_split(setup, tmp_path, monkeypatch):
+  s, state = setup
+  c = _config(s.config.data.data_dir, num_samples=0, generators=('ema',),
+              kid=False)
+  monkeypatch.setattr(s.recipe, 'sample',
+                      lambda v, batch, key: base.image_to_float(batch['image']))
+  _, protocols = evaluators.run(
+      evaluators.build(c, s.recipe, s.mesh, str(tmp_path)), state, step=1)
+  # synthetic_scenes/tiny has 16 validation examples.
+  assert protocols['fid']['num_generated'] == 16
+  assert protocols['fid']['num_samples'] == 'the whole split'
+
+
 def test_unknown_evaluator_type(setup, tmp_path):
   s, _ = setup
   c = _config(s.config.data.data_dir)

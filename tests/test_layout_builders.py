@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from jaxl2i import config_lib
 from jaxl2i.data import DatasetUnavailableError
 from jaxl2i.data import layout_ops  # pylint: disable=unused-import
 from jaxl2i.data import ops
@@ -21,6 +22,7 @@ pytestmark = pytest.mark.filterwarnings(  # pycocotools vs numpy 2
     'ignore:__array__ implementation:DeprecationWarning')
 
 REAL_VAL_IDS = (17914, 203744, 580986)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _DL = dict(try_download_gcs=False)
 
 
@@ -160,6 +162,36 @@ def test_coco_pipeline_batches(coco):
   np.testing.assert_array_equal(e['_mask'], [True, False])
   np.testing.assert_array_equal(e['classes'][0], [3, 3, 124, 0, 0, 0, 0, 0])
   assert e['image_id'][0] == 201 and e['num_objects'][0] == 3
+
+
+def test_coco_layout2im_config_keeps_crowds(coco):
+  """coco_stuff_layout/layout2im: Layout2Im's loader has no iscrowd test."""
+  b = _build('coco_stuff_layout/layout2im', coco['manual'], coco['data_dir'])
+  train = _decoded(b, 'train')
+  # 103 (1 + crowd + 1 stuff) now has 3 objects; 101 keeps its crowd person.
+  assert sorted(train) == [101, 103, 106, 107, 109]
+  np.testing.assert_array_equal(train[101]['classes'], [18, 1, 1, 157, 124])
+  np.testing.assert_array_equal(train[103]['classes'], [3, 1, 124])
+  assert sorted(_decoded(b, 'validation')) == [201]
+  assert b.info.metadata['keep_crowd'] is True
+  assert coco['builder'].info.metadata['keep_crowd'] is False
+  # Layout2Im's pipeline: PIL-like resize, no flip, objects shuffled on
+  # every read (padded slots stay last), fixed seeds at evaluation.
+  pp = config_lib.load_module(os.path.join(
+      ROOT, 'configs', 'synthetic_layout2im.py')).layout2im_pp(64, 8)
+  cfg = _data_cfg('coco_stuff_layout/layout2im', coco['data_dir'],
+                  coco['manual'], pp, pp, 8)
+  (batch,) = [tfds.as_numpy(x) for x in pipeline.train_dataset(
+      cfg, host_batch_size=5, seed=0).take(1)]
+  assert set(batch) == {'image', 'boxes', 'classes', 'objects_mask'}
+  for i in range(5):
+    n = int(batch['objects_mask'][i].sum())
+    assert batch['objects_mask'][i, :n].all() and (batch['classes'][i, n:]
+                                                   == 0).all()
+  ds = pipeline.eval_dataset(cfg, host_batch_size=1)
+  orders = {tuple(e['classes'][0]) for _ in range(2)
+            for e in tfds.as_numpy(ds)}
+  assert len(orders) == 1 and sorted(next(iter(orders))[:3]) == [3, 3, 124]
 
 
 # ------------------------------------------- COCO-Stuff real samples ----
@@ -321,6 +353,46 @@ def test_sg2im_select_objects(n, r, want):
   fixed = ops.get_op('sg2im_select_objects(10, randomize=False)')
   np.testing.assert_array_equal(fixed(_layout(n, r))['classes'],
                                 np.arange(1, want + 1))
+
+
+@pytest.mark.parametrize('n,r,want', [(14, 12, 9), (14, 10, 9), (14, 9, 9),
+                                      (14, 5, 9), (6, 2, 6)])
+def test_sg2im_select_objects_of_layout2im(n, r, want):
+  # vg_custom_mask.py: at most 9 in total, related objects preferred.
+  op = ops.get_op('sg2im_select_objects(10, max_related=9)')
+  out = op(_layout(n, r))
+  c = out['classes'].numpy()
+  assert len(c) == len(set(c)) == want == int(out['num_objects'])
+  related = set(range(1, r + 1))
+  if r >= 9:
+    assert set(c) <= related
+  else:
+    assert set(c[:r]) == related
+
+
+def test_shuffle_objects_permutes_the_real_objects_only():
+  boxes = np.arange(24, dtype=np.float32).reshape(6, 4) / 24
+  inst = np.array([[0, 1, 2, 3], [4, 4, 9, 1]], np.int32)   # 9: not a slot
+  ex = lambda seed: {
+      'classes': tf.constant([4, 5, 6, 7, 0, 0]), 'boxes': tf.constant(boxes),
+      'num_objects': tf.constant(4), 'objects_mask': tf.range(6) < 4,
+      'instance': tf.constant(inst), '_seed': tf.constant(seed, tf.int64)}
+  op = ops.get_op('shuffle_objects')
+  orders = set()
+  for seed in range(6):
+    out = {k: v.numpy() for k, v in op(ex((seed, 1))).items()}
+    c = out['classes']
+    assert sorted(c[:4]) == [4, 5, 6, 7] and list(c[4:]) == [0, 0]
+    np.testing.assert_array_equal(out['boxes'], boxes[[*(c[:4] - 4), 4, 5]])
+    np.testing.assert_array_equal(out['objects_mask'], [1, 1, 1, 1, 0, 0])
+    moved = (inst >= 1) & (inst <= 4)     # each pixel keeps its object
+    np.testing.assert_array_equal(c[out['instance'][moved] - 1],
+                                  np.array([4, 5, 6, 7])[inst[moved] - 1])
+    np.testing.assert_array_equal(out['instance'][~moved], inst[~moved])
+    orders.add(tuple(c))
+  assert len(orders) > 2
+  np.testing.assert_array_equal(op(ex((3, 1)))['classes'],
+                                op(ex((3, 1)))['classes'])
 
 
 def test_sg2im_select_objects_draws_from_the_seed():

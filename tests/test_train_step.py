@@ -22,8 +22,10 @@ ROOT = os.path.dirname(os.path.dirname(__file__))
 # One synthetic config per recipe: configs/synthetic_<recipe>.py (others,
 # such as synthetic_depth_spade.py, are trained in their recipe's tests).
 # SPADE's step is compiled once, in tests/test_spade_recipe.py (stage 2 of
-# the depth model: plain SPADE plus the depth channel), for the suite's time.
-ONE_STEP_ELSEWHERE = ('spade',)
+# the depth model: plain SPADE plus the depth channel), for the suite's time;
+# Layout2Im's in tests/test_layout2im_recipe.py from filled variables (its
+# initialisers alone take ~20 s of CPU to compile).
+ONE_STEP_ELSEWHERE = ('spade', 'layout2im')
 RECIPE_CONFIGS = sorted(
     p for p in glob.glob(os.path.join(ROOT, 'configs', 'synthetic_*.py'))
     if os.path.basename(p)[len('synthetic_'):-3] in base.available() and
@@ -213,3 +215,43 @@ def test_d_only_iterations_start_every_epoch():
   picked = [s for s in range(1, 301) if train.is_d_only(s, 100, 31)]
   assert picked == [*range(1, 32), *range(101, 132), *range(201, 232)]
   assert not any(train.is_d_only(s, 100, 0) for s in range(1, 301))
+
+
+class _NoiseRecipe(base.Recipe):
+  """Scalar 'networks' whose outputs are the draws of the keys they get."""
+  order = ('d', 'g')
+  share_fake = False
+
+  def build(self):
+    return None, None
+
+  def generate(self, g_params, nets, batch, key):
+    return {'x': g_params['w'] * jax.random.normal(key, ())}, {}
+
+  def regenerate(self, g_params, nets, batch, key, fresh_key):
+    out, g_state = self.generate(g_params, nets, batch, key)
+    return {**out, 'fresh': jax.random.normal(fresh_key, ())}, g_state
+
+  def d_loss(self, d_params, nets, batch, out, key):
+    return d_params['v'] * out['x'], ({'d/x': out['x']}, {})
+
+  def g_loss(self, out, nets, batch, key):
+    return out['x'], ({'g/x': out['x'], 'g/fresh': out['fresh']}, {})
+
+
+def test_d_then_g_rerun_gets_the_same_key_and_a_fresh_one():
+  """Without share_fake, a ('d', 'g') step reruns G through `regenerate`
+  with the key of the D update's forward (Layout2Im's same z) and an unused
+  key for noise drawn anew."""
+  import optax  # pylint: disable=g-import-not-at-top
+  recipe = _NoiseRecipe(ml_collections.ConfigDict({'dtype': 'float32'}),
+                        fakes.FakeMeta())
+  tx = optax.sgd(0.1)
+  net = lambda p: state_lib.Net(p, {}, tx.init(p))
+  state = state_lib.GanState(
+      step=jnp.zeros((), jnp.int32), key=jax.random.key_data(
+          jax.random.key(0)), g=net({'w': jnp.ones(())}),
+      d=net({'v': jnp.ones(())}), ema_g=None)
+  _, m = jax.jit(step_lib.make_train_step(recipe, tx, tx, 0.0))(state, {}, {})
+  assert float(m['d/x']) == float(m['g/x']) != 0.0
+  assert float(m['g/fresh']) != float(m['g/x'])

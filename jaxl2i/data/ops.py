@@ -164,14 +164,16 @@ def resize(size: int, width: int | None = None, method: str = 'bilinear',
   port), half-pixel centres, antialias off (= torch `F.interpolate`,
   align_corners=False; TF's bicubic kernel uses a=-0.5 where torch uses
   -0.75), rounded back to uint8. With `antialias=True` a downscaling kernel
-  is widened by the factor: 'bicubic' is then MATLAB's imresize default
-  (Keys a=-0.5, antialiased; CRN's extract*.m) except within ~2 output
-  pixels of the border, where MATLAB mirrors the image and TF renormalises
-  the clipped kernel. label/instance/edges/label_onehot: nearest with
-  `nearest='floor'`, PyTorch's rule src = floor(i * in / out)
-  (tf.image.resize 'nearest' uses half-pixel centres and picks other
-  pixels), or 'half_pixel', MATLAB imresize's floor((i + ½) · in / out).
-  depth: bilinear. Boxes are normalised, hence unchanged.
+  is widened by the factor: 'bilinear' is then PIL's `Image.resize` BILINEAR
+  within one grey level (the sg2im/Layout2Im loaders' resize), 'bicubic'
+  MATLAB's imresize default (Keys a=-0.5, antialiased; CRN's extract*.m)
+  except within ~2 output pixels of the border, where MATLAB mirrors the
+  image and TF renormalises the clipped kernel. label/instance/edges/
+  label_onehot: nearest with `nearest='floor'`, PyTorch's rule src =
+  floor(i * in / out) (tf.image.resize 'nearest' uses half-pixel centres and
+  picks other pixels), or 'half_pixel', MATLAB imresize's
+  floor((i + ½) · in / out). depth: bilinear (antialiased alike). Boxes are
+  normalised, hence unchanged.
   """
   h, w = size, size if width is None else width
   if nearest not in _NEAREST_RULES:
@@ -193,7 +195,7 @@ def resize(size: int, width: int | None = None, method: str = 'bilinear',
                             tf.uint8)
     if 'depth' in ex:
       d = tf.image.resize(ex['depth'][..., None], (h, w), method='bilinear',
-                          antialias=False)
+                          antialias=antialias)
       ex['depth'] = d[..., 0]
     return ex
 

@@ -95,7 +95,7 @@ class Base:
         self.config.data,
         host_batch_size=self.batch_size // jax.process_count(),
         process_index=jax.process_index(), process_count=jax.process_count(),
-        num_examples=self.cfg.num_samples)
+        num_examples=self.cfg.num_samples or None)   # 0: the whole split
     for host in ds.as_numpy_iterator():
       batch = parallel.to_global(host, self.mesh)
       yield parallel.to_host(batch['_mask']), batch
@@ -121,7 +121,8 @@ class Base:
 
   def protocol(self, **extra) -> dict[str, Any]:
     p = dict(type=self.cfg.type, split=self.config.data.eval_split,
-             dataset=self.config.data.name, num_samples=self.cfg.num_samples,
+             dataset=self.config.data.name,
+             num_samples=self.cfg.num_samples or 'the whole split',
              samples_per_input=self.cfg.samples_per_input,
              generators=list(self.cfg.generators),
              images=f'generator output quantised to uint8 ({self.cfg.uint8})'

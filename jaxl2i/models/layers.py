@@ -265,3 +265,131 @@ def torch_batch_norm_to_flax(
   f = lambda a: np.asarray(a, dtype=np.float32).copy()
   return ({'scale': f(weight), 'bias': f(bias)},
           {'mean': f(running_mean), 'var': f(running_var)})
+
+
+# ---------------------------------------------- conditional norm / recurrence
+
+
+class ConditionalBatchNorm(nn.Module):
+  """Class-conditional BatchNorm (Layout2Im's `ConditionalBatchNorm2d`).
+
+  BatchNorm without affine parameters (PyTorch momentum/eps), then a per-
+  example scale and shift read from `embed` [num_classes, 2·C] (the layout
+  of PyTorch's `nn.Embedding(num_classes, 2C)`): columns :C are γ, initialised
+  N(1, 0.02²), columns C: are β, initialised 0.
+
+  Attributes:
+    num_classes: rows of the embedding.
+    dtype: compute dtype of the output (statistics in float32).
+  """
+  num_classes: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, y: Array, *, train: bool,
+               mask: Optional[Array] = None) -> Array:
+    """Normalises x [N, H, W, C] and modulates it by the classes y [N].
+
+    Args:
+      mask: optional bool [N]: only these examples enter the batch
+        statistics and the running averages (padded object slots are left
+        out); the others are normalised with the same statistics.
+    """
+    c = x.shape[-1]
+
+    def init(key, shape, dtype=PARAM_DTYPE):
+      gamma = 1.0 + 0.02 * jax.random.normal(key, (shape[0], c), dtype)
+      return jnp.concatenate([gamma, jnp.zeros((shape[0], c), dtype)], -1)
+
+    bn_mask = None if mask is None else mask[:, None, None, None]
+    h = batch_norm(use_running_average=not train, dtype=self.dtype,
+                   use_scale=False, use_bias=False, name='bn')(x, mask=bn_mask)
+    table = self.param('embed', init, (self.num_classes, 2 * c))
+    gamma, beta = jnp.split(jnp.take(table, y, axis=0), 2, axis=-1)
+    gamma = gamma[:, None, None, :].astype(self.dtype)
+    beta = beta[:, None, None, :].astype(self.dtype)
+    return gamma * h + beta
+
+
+class _CellWeights(nn.Module):
+  """The one conv of a ConvLSTM cell, `Conv2d(in + hidden, 4·hidden, k)`,
+  with PyTorch's default initialisation; returns (kernel, bias)."""
+  in_features: int
+  hidden: int
+  kernel: int
+
+  @nn.compact
+  def __call__(self) -> tuple[Array, Array]:
+    k, cin = self.kernel, self.in_features + self.hidden
+    kernel = self.param('kernel', torch_default_conv_init(),
+                        (k, k, cin, 4 * self.hidden), PARAM_DTYPE)
+    bias = self.param('bias', torch_default_bias_init(cin * k * k),
+                      (4 * self.hidden,), PARAM_DTYPE)
+    return kernel, bias
+
+
+def _conv_same(x: Array, kernel: Array) -> Array:
+  """Stride-1 NHWC convolution with zero padding k // 2 (odd k)."""
+  p = kernel.shape[0] // 2
+  return jax.lax.conv_general_dilated(
+      x, kernel.astype(x.dtype), (1, 1), ((p, p), (p, p)),
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+class ConvLSTM(nn.Module):
+  """Stacked ConvLSTM over a padded, masked sequence (Layout2Im's fuser).
+
+  Each layer is one cell `ConvLSTMCell`: a conv (kernel k, padding k // 2,
+  bias) over [input, h] gives 4·hidden channels split as (i, f, o, g);
+  c' = σ(f)·c + σ(i)·tanh(g), h' = σ(o)·tanh(c') (no forget-gate offset).
+  States start at zero. As in the reference, layer l runs over the whole
+  sequence before layer l + 1 reads its hidden states; since a cell's conv
+  is linear in [input, h], the input half is applied to all steps at once
+  and only the hidden half runs inside `lax.scan`.
+
+  Steps whose `valid` is False leave every layer's (h, c) unchanged, so
+  padded slots — wherever they are and whatever they hold — do not change
+  the result.
+
+  Attributes:
+    hidden: hidden channels per layer, e.g. (128, 64, 64).
+    kernel: square, odd kernel size (5).
+    dtype: compute dtype of the convolutions; states are float32.
+  """
+  hidden: Sequence[int]
+  kernel: int = 5
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, valid: Array) -> Array:
+    """x [B, T, H, W, C], valid bool [B, T] -> top-layer h [B, H, W, hidden[-1]]
+    after the last valid step (zeros for a sequence without one)."""
+    b, t, hh, ww, _ = x.shape
+    steps = jnp.swapaxes(valid, 0, 1)[:, :, None, None, None]    # [T,B,1,1,1]
+    seq = jnp.swapaxes(x, 0, 1)                                  # [T,B,H,W,C]
+    h = None
+    for l, hid in enumerate(self.hidden):
+      cin = seq.shape[-1]
+      kernel, bias = _CellWeights(cin, hid, self.kernel, name=f'cell{l}')()
+      flat = seq.reshape(t * b, hh, ww, cin).astype(self.dtype)
+      x_gates = (_conv_same(flat, kernel[:, :, :cin]) +
+                 bias.astype(self.dtype)).reshape(t, b, hh, ww, 4 * hid)
+      w_h = kernel[:, :, cin:]
+
+      def cell(carry, inputs, w_h=w_h):
+        h, c = carry
+        xg, ok = inputs
+        gates = (xg + _conv_same(h.astype(self.dtype), w_h)).astype(
+            jnp.float32)
+        i, f, o, g = jnp.split(gates, 4, axis=-1)
+        c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
+        h, c = jnp.where(ok, h_new, h), jnp.where(ok, c_new, c)
+        return (h, c), h
+
+      zeros = jnp.zeros((b, hh, ww, hid), jnp.float32)
+      # Unrolled: T ≤ 9 object slots, and XLA:CPU runs a rolled scan's
+      # while loop (forward and backward) many times slower.
+      (h, _), seq = jax.lax.scan(cell, (zeros, zeros), (x_gates, steps),
+                                 unroll=True)
+    return h.astype(self.dtype)

@@ -16,7 +16,7 @@ The step calls, per iteration and in the recipe's `order`:
 `g_loss` is differentiated with respect to `out` (a dict of arrays), then the
 gradient is pulled back through `generate` — with `share_fake` this reuses the
 one forward pass the D update saw (LAMA, pix2pix); otherwise G is run again
-(SPADE, Layout2Im).
+(SPADE, Layout2Im; a ('d', 'g') recipe reruns it through `regenerate`).
 """
 
 from __future__ import annotations
@@ -74,6 +74,19 @@ class Recipe:
                key: jax.Array) -> tuple[dict[str, jax.Array], PyTree]:
     """G in train mode -> (outputs dict, new non-param G collections)."""
     raise NotImplementedError
+
+  def regenerate(self, g_params: PyTree, nets: Nets, batch: Batch,
+                 key: jax.Array, fresh_key: jax.Array
+                 ) -> tuple[dict[str, jax.Array], PyTree]:
+    """G's second forward in a ('d', 'g') step without `share_fake`.
+
+    `key` is the one the D update's forward got, `fresh_key` an unused one.
+    The default reruns `generate` on `key` (the same noise); a recipe whose
+    reference draws some noise anew in that forward overrides this
+    (Layout2Im: the same z, a fresh reparameterisation ε).
+    """
+    del fresh_key
+    return self.generate(g_params, nets, batch, key)
 
   def d_loss(self, d_params: PyTree, nets: Nets, batch: Batch,
              out: dict[str, jax.Array],
@@ -146,6 +159,24 @@ def conditioning_map(batch: Batch, num_classes: int,
     seg = jnp.concatenate(
         [seg, jnp.asarray(batch['edges'], dtype)[..., None]], axis=-1)
   return seg
+
+
+def check_layout_batch(batch: Batch, resolution: int, model: str) -> None:
+  """ConfigError unless the images are resolution² and the objects padded.
+
+  For layout models (LAMA, Layout2Im): `model` names the model in the
+  message.
+  """
+  from jaxl2i import config_lib  # pylint: disable=g-import-not-at-top
+  if batch['image'].shape[1:3] != (resolution, resolution):
+    raise config_lib.ConfigError(
+        f'images are {batch["image"].shape[1:3]} but '
+        f'config.model.resolution={resolution}: resize to {resolution} in '
+        'data.pp_*')
+  if 'objects_mask' not in batch:
+    raise config_lib.ConfigError(
+        f"{model} needs boxes, classes and objects_mask: add "
+        "'pad_objects(N)' to data.pp_train and data.pp_eval")
 
 
 def available() -> list[str]:

@@ -132,15 +132,7 @@ class Recipe(base.Recipe):
   # --- inputs ------------------------------------------------------------
 
   def _check(self, batch) -> None:
-    res = self.config.model.resolution
-    if batch['image'].shape[1:3] != (res, res):
-      raise config_lib.ConfigError(
-          f'images are {batch["image"].shape[1:3]} but '
-          f'config.model.resolution={res}: resize to {res} in data.pp_*')
-    if 'objects_mask' not in batch:
-      raise config_lib.ConfigError(
-          "LAMA needs boxes, classes and objects_mask: add 'pad_objects(N)' "
-          'to data.pp_train and data.pp_eval')
+    base.check_layout_batch(batch, self.config.model.resolution, 'LAMA')
     if self.config.model.mask_source == 'gt' and 'instance' not in batch:
       raise config_lib.ConfigError(
           "model.mask_source='gt' needs the 'instance' map in the batches "

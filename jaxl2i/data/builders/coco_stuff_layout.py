@@ -21,6 +21,12 @@ whitelists):
 The reference reports 74,777 train / 3,097 validation images on the full
 files (not verifiable without them).
 
+Builder configs: `lama` (the default, the rules above) and `layout2im`, the
+loader of zhaobozb/layout2im (data/coco_custom_mask.py, sg2im's): the same
+rules except that crowd annotations are KEPT (it has no iscrowd test), which
+changes both the objects and which images have 3..8 of them. Its per-read
+object shuffle is the `shuffle_objects` data op, not a stored order.
+
 Objects of an image keep the reference loader's order: its kept instance
 annotations in the order of instances_*.json, then its kept stuff
 annotations in the order of stuff_*.json (the loader never shuffles them).
@@ -185,7 +191,8 @@ def filter_images(instances: Mapping[str, Any],
                   stuff: Mapping[str, Any] | None, *,
                   min_object_size: float = MIN_OBJECT_SIZE,
                   min_objects: int = MIN_OBJECTS,
-                  max_objects: int = MAX_OBJECTS
+                  max_objects: int = MAX_OBJECTS,
+                  keep_crowd: bool = False
                   ) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
   """The reference loader's image and object selection.
 
@@ -194,6 +201,8 @@ def filter_images(instances: Mapping[str, Any],
       'categories').
     stuff: parsed stuff_*.json, or None (then every image is considered, as
       the reference does with stuff_only but no stuff file).
+    keep_crowd: keep iscrowd annotations (Layout2Im's loader) instead of
+      dropping them (LAMA's).
   Returns:
     [(image record, kept annotations in loader order)] in the order of
     instances['images'].
@@ -210,7 +219,8 @@ def filter_images(instances: Mapping[str, Any],
     _, _, w, h = ann['bbox']
     big = (w * h) / (w_img * h_img) > min_object_size
     other = names[ann['category_id']] == OTHER_NAME
-    if big and not other and ann.get('iscrowd', 0) != 1:
+    crowd = ann.get('iscrowd', 0) == 1 and not keep_crowd
+    if big and not other and not crowd:
       objects.setdefault(ann['image_id'], []).append(ann)
 
   for ann in instances['annotations']:
@@ -357,12 +367,33 @@ class PilExactImage(tfds.features.Image):
     return img
 
 
+class CocoStuffLayoutConfig(tfds.core.BuilderConfig):
+  """Which reference loader's object filter the builder reproduces."""
+
+  def __init__(self, *, keep_crowd: bool, reference_num_examples=None,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.keep_crowd = keep_crowd
+    self.reference_num_examples = reference_num_examples
+
+
 class CocoStuffLayout(tfds.core.GeneratorBasedBuilder):
   """COCO-Stuff 2017 images with LAMA's filtered layouts and object maps."""
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  BUILDER_CONFIGS = [
+      CocoStuffLayoutConfig(
+          name='lama', keep_crowd=False,
+          reference_num_examples={'train': 74777, 'validation': 3097},
+          description="LAMA / LostGAN's loader: crowd annotations dropped."),
+      CocoStuffLayoutConfig(
+          name='layout2im', keep_crowd=True,
+          description="Layout2Im's (sg2im's) loader: crowd annotations "
+          'kept.'),
+  ]
+  DEFAULT_BUILDER_CONFIG_NAME = 'lama'
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
@@ -387,7 +418,9 @@ class CocoStuffLayout(tfds.core.GeneratorBasedBuilder):
             image_size=None,  # variable: resize in the pipeline
             min_object_size=MIN_OBJECT_SIZE,
             min_objects=MIN_OBJECTS,
-            reference_num_examples={'train': 74777, 'validation': 3097},
+            reference_num_examples=(
+                self.builder_config.reference_num_examples),
+            keep_crowd=self.builder_config.keep_crowd,
         ),
     )
 
@@ -404,7 +437,8 @@ class CocoStuffLayout(tfds.core.GeneratorBasedBuilder):
         raise ValueError(f'{inst_rel} / {stuff_rel} categories differ from '
                          'the training files')
       names = names or split_names
-      selected[split] = filter_images(instances, stuff)
+      selected[split] = filter_images(
+          instances, stuff, keep_crowd=self.builder_config.keep_crowd)
       del instances, stuff
     self.info.features['classes'].feature.names = names
     self.info.metadata['num_classes'] = len(names)
