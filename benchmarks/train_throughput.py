@@ -99,19 +99,27 @@ def main(argv):
   recipe = base.get_recipe(config, meta)
   size = config.model.get('resolution') or 256
   mesh = parallel.make_mesh()
-  rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
+  # WGAN-GP recipes step on n_critic stacked batches (P(None, 'data')).
+  n_critic = recipe.n_critic
+  rep = parallel.replicated(mesh)
+  dat = parallel.data_sharded(mesh, stacked=n_critic > 1)
   tx_g, _ = state_lib.make_optimizer(config, 'g')
   tx_d, _ = state_lib.make_optimizer(config, 'd')
   rng = np.random.default_rng(0)
-  batches = [jax.device_put(synthetic_batch(
-      rng, config.batch_size, size, slots, _OBJECTS.value, _CLASSES.value),
-                            dat) for _ in range(2)]
+  make = lambda: synthetic_batch(rng, config.batch_size, size, slots,
+                                 _OBJECTS.value, _CLASSES.value)
+  example = jax.device_put(make(), parallel.data_sharded(mesh))
+  batches = [jax.device_put(
+      make() if n_critic == 1 else
+      jax.tree.map(lambda *x: np.stack(x), *[make() for _ in range(n_critic)]),
+      dat) for _ in range(2)]
   state = jax.jit(lambda k, b: state_lib.init_state(
       k, recipe, b, tx_g, tx_d, config.ema.decay), out_shardings=rep)(
-          jax.random.key(0), batches[0])
+          jax.random.key(0), example)
   frozen = jax.device_put(recipe.frozen_params(), rep)
-  step = jax.jit(step_lib.make_train_step(recipe, tx_g, tx_d,
-                                          config.ema.decay),
+  step = jax.jit(step_lib.make_train_step(
+      recipe, tx_g, tx_d, config.ema.decay,
+      unroll_critic=config.optim.unroll_critic),
                  in_shardings=(rep, dat, rep), out_shardings=(rep, rep),
                  donate_argnums=0)
   start = time.perf_counter()

@@ -88,6 +88,7 @@ def shrink(c) -> None:
   c.batch_size = 8
   c.total_steps = 2
   c.log_every = c.image_every = c.ckpt_every = 2
+  c.optim.unroll_critic = False   # one scan body: quicker to compile
   config_lib.shrink_evals(c, every=2)
 
 

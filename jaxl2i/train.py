@@ -222,7 +222,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   frozen = jax.device_put(recipe.frozen_params(), rep)
   make_step = lambda update_g: jax.jit(
       step_lib.make_train_step(recipe, tx_g, tx_d, config.ema.decay,
-                               config.ema.start, update_g=update_g),
+                               config.ema.start, update_g=update_g,
+                               unroll_critic=config.optim.get(
+                                   'unroll_critic', True)),
       in_shardings=(rep, parallel.data_sharded(mesh, stacked), rep),
       out_shardings=(rep, rep),
       donate_argnums=0)

@@ -22,8 +22,10 @@ ROOT = os.path.dirname(os.path.dirname(__file__))
 # One synthetic config per recipe: configs/synthetic_<recipe>.py (others,
 # such as synthetic_depth_spade.py, are trained in their recipe's tests).
 # SPADE's step is compiled once, in tests/test_spade_recipe.py (stage 2 of
-# the depth model: plain SPADE plus the depth channel), for the suite's time.
-ONE_STEP_ELSEWHERE = ('spade',)
+# the depth model: plain SPADE plus the depth channel), for the suite's time;
+# the seg GAN's (n_critic stacked batches) in tests/test_two_stage.py, where
+# the real training loop runs it on 8 devices.
+ONE_STEP_ELSEWHERE = ('spade', 'seg_gan')
 RECIPE_CONFIGS = sorted(
     p for p in glob.glob(os.path.join(ROOT, 'configs', 'synthetic_*.py'))
     if os.path.basename(p)[len('synthetic_'):-3] in base.available() and
@@ -52,9 +54,7 @@ class Setup:
     self.tx_d = (state_lib.make_optimizer(config, 'd')[0]
                  if self.recipe.d is not None else None)
     self.rep = parallel.replicated(mesh)
-    # WGAN-GP recipes (n_critic > 1) step on [n_critic, B, ...] batches.
-    self.n_critic = self.recipe.n_critic
-    self.dat = parallel.data_sharded(mesh, stacked=self.n_critic > 1)
+    self.dat = parallel.data_sharded(mesh)
     self.traces = 0
 
     step = step_lib.make_train_step(self.recipe, self.tx_g, self.tx_d,
@@ -69,21 +69,9 @@ class Setup:
                         out_shardings=(self.rep, self.rep), donate_argnums=0)
     self.frozen = jax.device_put(self.recipe.frozen_params(), self.rep)
 
-  def _host(self, seed):
-    return fakes.batch(self.config.batch_size, self.size, seed=seed)
-
   def batch(self, i):
-    """The training batch of step i (n_critic fresh fake batches)."""
-    if self.n_critic == 1:
-      host = self._host(i)
-    else:
-      parts = [self._host(i * self.n_critic + j) for j in range(self.n_critic)]
-      host = jax.tree.map(lambda *x: np.stack(x), *parts)
+    host = fakes.batch(self.config.batch_size, self.size, seed=i)
     return jax.device_put(host, self.dat)
-
-  def example(self):
-    """One [B, ...] batch for the state's initialisation."""
-    return jax.device_put(self._host(0), parallel.data_sharded(self.mesh))
 
   def init_fn(self, key, batch):
     return state_lib.init_state(key, self.recipe, batch, self.tx_g, self.tx_d,
@@ -91,7 +79,7 @@ class Setup:
 
   def init(self):
     return jax.jit(self.init_fn, out_shardings=self.rep)(
-        jax.random.key(self.config.seed), self.example())
+        jax.random.key(self.config.seed), self.batch(0))
 
   def run(self, state, first, last):
     metrics = None
@@ -116,12 +104,8 @@ def _changed(a, b):
 
 @pytest.fixture(scope='module', params=RECIPE_CONFIGS, ids=os.path.basename)
 def setup8(request):
-  config = _config(request.param)
-  # n_critic recipes also on 8 devices: their stacked [n_critic, B, ...]
-  # batches are sharded P(None, 'data').
-  stacked = config.loss.get('n_critic', 1) > 1
-  devices = 8 if os.path.basename(request.param) == GENERIC or stacked else 1
-  return Setup(config, _mesh(devices))
+  devices = 8 if os.path.basename(request.param) == GENERIC else 1
+  return Setup(_config(request.param), _mesh(devices))
 
 
 def test_one_step(setup8):
@@ -175,8 +159,7 @@ def test_bitwise_resume(generic8, tmp_path):
   ckpt.save(2, first)
   ckpt.close()
   del first
-  abstract = jax.eval_shape(setup8.init_fn, jax.random.key(0),
-                            setup8.example())
+  abstract = jax.eval_shape(setup8.init_fn, jax.random.key(0), setup8.batch(0))
   abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=setup8.rep),
       abstract)
