@@ -20,8 +20,11 @@ larger = nearer). ◇ Data at 64²: SPADE's 286/256 resize-and-crop jitter scale
 (resize 72, crop 64); at 128²: resize 143, crop 128. Epoch counts are not in
 the paper ◇: 100 + 100 as the SPADE configs. Stage 2 runs stage 1 at its own
 resolution (`model.stage1_resolution`) and resizes the depth to 64².
-FID: depth maps are tiled to RGB (◇), images as usual.
-Variants: `:stage=1|2`, `:depth_res=64|128`, `:baseline`, `:tiny`.
+FID: depth maps are tiled to RGB (◇), images as usual. SPADE layers resize
+the depth channel with nearest, as the unmodified SPADE the paper used
+(pitfall 1); `:bilinear` resizes it bilinearly (a deliberate deviation).
+Variants: `:stage=1|2`, `:depth_res=64|128`, `:baseline`, `:bilinear`,
+`:tiny`.
 """
 
 from jaxl2i import config_lib
@@ -35,7 +38,7 @@ IMAGE_RES = 64
 
 def get_config(arg=None):
   arg = config_lib.parse_arg(arg, stage=1, depth_res=64, baseline=False,
-                             tiny=False)
+                             bilinear=False, tiny=False)
   if arg.depth_res not in (64, 128):
     raise config_lib.ConfigError(f'depth_res={arg.depth_res}: use 64 or 128')
   res = arg.depth_res if arg.stage == 1 and not arg.baseline else IMAGE_RES
@@ -47,6 +50,7 @@ def get_config(arg=None):
     _depth.depth_stage(c, arg.stage)
     if arg.stage == 2:
       c.model.stage1_resolution = arg.depth_res
+    c.model.depth_bilinear = arg.bilinear
   c.batch_size = 12 if res == 128 else 64
   _coco.spade_schedule(c, 100, 100)
   c.log_every = 100

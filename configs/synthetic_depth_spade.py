@@ -16,9 +16,10 @@ widths); stage 1 outputs one channel, without the VGG loss; stage 2 is
 conditioned on concat(one-hot labels, depth) in every SPADE layer and its D
 sees labels ⊕ depth ⊕ image; it trains on the depth of the frozen stage-1
 generator. `:stage=2,depth=data` trains stage 2 on the dataset's depth
-instead (the train/test-gap ablation). The depth channel is resized
-bilinearly inside SPADE layers (`model.depth_bilinear`; the reference's
-nearest resizing aliases a continuous map, depth_spade.md pitfall 1).
+instead (the train/test-gap ablation). SPADE layers resize the whole
+conditioning map, depth included, with nearest as the reference does;
+`:bilinear` resizes the depth channel bilinearly instead (a deliberate
+deviation: nearest aliases a continuous map, depth_spade.md pitfall 1).
 Variants: `:tiny` as everywhere.
 """
 
@@ -49,10 +50,12 @@ def depth_stage(c, stage: int, depth: str = 'stage1',
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, stage=1, depth='stage1', tiny=False)
+  arg = config_lib.parse_arg(arg, stage=1, depth='stage1', bilinear=False,
+                             tiny=False)
   c = config_lib.load_module(__file__, 'synthetic_spade.py').get_config(
       f'tiny={arg.tiny}')
   depth_stage(c, arg.stage, arg.depth, STAGE1_WORKDIR)
+  c.model.depth_bilinear = arg.bilinear
   if arg.stage == 1:
     c.evals.fid.generators = ('live',)   # FID of depth maps (tiled to RGB)
   return c

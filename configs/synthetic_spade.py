@@ -35,7 +35,9 @@ def spade_model(c, *, edges: bool, mode: str = 'normal') -> None:
   m.stage1_workdir = ''
   m.stage1_resolution = 0
   m.stage1_generator = ''
-  m.depth_bilinear = True
+  # SPADE resizes the whole conditioning map with nearest in every layer;
+  # the depth-aware paper used SPADE unmodified (depth_spade.md pitfall 1).
+  m.depth_bilinear = False
   c.loss.gan = 'hinge'
   c.loss.feat = 10.0
   c.loss.vgg = 10.0

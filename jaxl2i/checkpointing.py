@@ -8,14 +8,18 @@ go straight into the target shardings from an abstract state
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 from typing import Any
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+
+from jaxl2i import state as state_lib
 
 PyTree = Any
 
@@ -146,3 +150,66 @@ def restore_generator(workdir: str, which: str | None = None,
   logging.info('restored the %s generator of step %d from %s', which, step,
                ckpt.directory)
   return variables, which, step
+
+
+def init_from(state, workdir: str, exclude: str = '', generator: str = 'live',
+              step: int | None = None):
+  """A fresh state whose G parameters come from another run, by path.
+
+  Every G parameter whose '/'-joined path (e.g. 'g_256/conv1/kernel') does
+  not match the regex `exclude` takes the value of the same path in the
+  checkpoint of `workdir` (its live or EMA generator); excluded parameters
+  keep their initialisation. Parameters only in the checkpoint are ignored
+  (e.g. the 256p head when fine-tuning at 512p). The EMA (if any) starts as
+  the new parameters; step, optimizer state and other collections stay
+  fresh, as the reference's restore of trainable variables only. Reads on
+  any device count (`restore_raw`).
+
+  Args:
+    state: the freshly initialised GanState (on device).
+    workdir: the source run.
+    exclude: regex of parameter paths not to copy ('' copies all).
+    generator: 'live' or 'ema' weights of the source.
+    step: the source checkpoint (None or 0: its latest).
+
+  Raises:
+    ValueError (one line): no checkpoint, or a parameter that is not
+      excluded is missing from the source or has another shape.
+  """
+  if generator not in ('live', 'ema'):
+    raise ValueError(f"init_from.generator={generator!r}: use 'live' or 'ema'")
+  source, _, step = restore_generator(workdir, generator, step or None)
+  flat = {state_lib.path_name(p): v for p, v in
+          jax.tree_util.tree_flatten_with_path(source['params'])[0]}
+  pattern = re.compile(exclude) if exclude else None
+  copied, kept, bad = [], [], []
+
+  def pick(path, leaf):
+    name = state_lib.path_name(path)
+    if pattern is not None and pattern.search(name):
+      kept.append(name)
+      return leaf
+    value = flat.get(name)
+    if value is None or tuple(value.shape) != tuple(leaf.shape):
+      bad.append(name if value is None else
+                 f'{name} {tuple(value.shape)} != {tuple(leaf.shape)}')
+      return leaf
+    copied.append(name)
+    return jax.device_put(np.asarray(value, leaf.dtype), leaf.sharding)
+
+  params = jax.tree_util.tree_map_with_path(pick, state.g.params)
+  if bad:
+    raise ValueError(
+        f'init_from {workdir} (step {step}): {len(bad)} parameters are not '
+        f'excluded by {exclude!r} but missing or of another shape in the '
+        f'source: {", ".join(bad[:4])}{" ..." if len(bad) > 4 else ""}')
+  ignored = sorted(set(flat) - set(copied) - set(kept))
+  logging.info('init_from %s step %d (%s G): copied %d parameters, kept %d '
+               'fresh (%s), ignored %d of the source (%s)', workdir, step,
+               generator, len(copied), len(kept), exclude or '-',
+               len(ignored), ', '.join(ignored[:4]))
+  ema = state.ema_g
+  if ema is not None:
+    ema = jax.tree.map(jnp.copy, params)
+  return state.replace(g=state.g.replace(params=params), ema_g=ema)
+

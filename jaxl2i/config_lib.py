@@ -151,6 +151,15 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.ema = ml_collections.ConfigDict(dict(decay=0.999, start=0))  # decay 0: off
 
+  # A fresh run (not a resume) starts from the G parameters of another run's
+  # checkpoint: every parameter whose '/'-joined path does not match the
+  # regex `exclude` is copied (same path and shape required); excluded ones
+  # keep their initialisation; optimizer state and step start fresh
+  # (checkpointing.init_from). CRN's progressive fine-tuning: 512p from 256p
+  # except '^g_512'. generator: 'live' or 'ema' weights; step 0: the latest.
+  c.init_from = ml_collections.ConfigDict(
+      dict(workdir='', exclude='', generator='live', step=0))
+
   c.log_every = 50
   c.image_every = 500
   c.ckpt_every = 1000
@@ -260,14 +269,20 @@ def resolve_epochs(config: ml_collections.ConfigDict,
   locked ConfigDict accepts new values of existing keys), so config.json
   records the step count the run uses.
   """
-  n = num_train_examples * config.data.epoch_multiplier
-  steps_per_epoch = max(1, n // config.batch_size)
+  steps_per_epoch = epoch_steps(config, num_train_examples)
   if config.total_epochs > 0:
     config.total_steps = max(1, round(config.total_epochs * steps_per_epoch))
   if config.optim.get('decay_start_epoch', 0) > 0:
     config.optim.decay_start = round(config.optim.decay_start_epoch *
                                      steps_per_epoch)
   return steps_per_epoch
+
+
+def epoch_steps(config: ml_collections.ConfigDict,
+                num_train_examples: int) -> int:
+  """⌊num_train · data.epoch_multiplier / batch_size⌋, at least 1."""
+  n = num_train_examples * config.data.epoch_multiplier
+  return max(1, n // config.batch_size)
 
 
 def _tuples(x):

@@ -1,5 +1,5 @@
-"""GAN and reconstruction losses (and the WGAN-GP penalty), shared by the
-recipes.
+"""GAN, reconstruction and perceptual losses and the WGAN-GP penalty, shared
+by the recipes.
 
 All functions take logits/features in any dtype and compute in float32, as the
 precision policy requires (DESIGN.md: losses are float32). Means are over all
@@ -126,3 +126,52 @@ def kl_normal(mu: Array, logvar: Array) -> Array:
   """KL(N(mu, exp(logvar)) || N(0, 1)) summed over every element."""
   mu, logvar = _f32(mu), _f32(logvar)
   return -0.5 * jnp.sum(1.0 + logvar - jnp.square(mu) - jnp.exp(logvar))
+
+
+# --- CRN: perceptual loss with class masks and the diversity hindsight -----
+# reference/crn.md §5 (demo_256p.py compute_error / G_loss).
+
+
+def masked_feature_errors(real: Array, fake: Array,
+                          masks: Array | None = None) -> Array:
+  """E(u, p) = mean_{x,y} [M_p(x,y) · mean_c |Φ(I) − Φ(g_u)|(x,y,c)].
+
+  The absolute error is averaged over channels first, then weighted by the
+  mask and averaged over pixels (pitfall 4).
+
+  Args:
+    real: Φ(I) [B,h,w,C] (the reference image's features).
+    fake: Φ(g_u) [B,K,h,w,C] for the K outputs.
+    masks: [B,h,w,P] class masks at this resolution; None: one all-ones mask
+      (P = 1), i.e. the plain mean|Φ(I) − Φ(g_u)| of the 512p/1024p loss.
+
+  Returns:
+    [B,K,P] float32.
+  """
+  err = jnp.mean(jnp.abs(_f32(fake) - _f32(real)[:, None]), axis=-1)
+  if masks is None:
+    return jnp.mean(err, axis=(2, 3))[..., None]
+  h, w = err.shape[2:]
+  return jnp.einsum('bkhw,bhwp->bkp', err, _f32(masks),
+                    precision=jax.lax.Precision.HIGHEST) / (h * w)
+
+
+def hindsight_loss(errors: Array, min_weight: float = 0.999,
+                   mean_weight: float = 0.001) -> Array:
+  """CRN's diversity loss from L(u, p) = Σ_l λ_l E_l(u, p).
+
+  min_weight · Σ_p min_u L(u, p) + mean_weight · Σ_p mean_u L(u, p) per
+  sample (the reference's 0.999 / 0.001; the mean term keeps every output
+  learning), averaged over the batch. With one output (K = 1) it is
+  Σ_p L(1, p), the single-output loss.
+
+  Args:
+    errors: [B,K,P].
+  """
+  errors = _f32(errors)
+  if errors.shape[1] == 1:
+    return jnp.mean(jnp.sum(errors[:, 0], axis=-1))
+  per = (min_weight * jnp.sum(jnp.min(errors, axis=1), axis=-1) +
+         mean_weight * jnp.sum(jnp.mean(errors, axis=1), axis=-1))
+  return jnp.mean(per)
+

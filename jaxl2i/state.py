@@ -40,6 +40,11 @@ class GanState:
   ema_g: PyTree | None   # EMA of g.params; None when config.ema.decay == 0
 
 
+def path_name(path) -> str:
+  """A pytree key path as 'a/b/c' (the parameter paths config regexes see)."""
+  return '/'.join(str(getattr(k, 'key', k)) for k in path)
+
+
 def split_variables(variables: PyTree) -> tuple[PyTree, PyTree]:
   """{'params': p, 'batch_stats': s, ...} -> (p, {'batch_stats': s, ...})."""
   variables = dict(variables)
@@ -101,7 +106,7 @@ def make_optimizer(config: ml_collections.ConfigDict, net: str,
   patterns = [re.compile(p) for p, _ in groups]
 
   def label(path, _):
-    name = '/'.join(str(getattr(k, 'key', k)) for k in path)
+    name = path_name(path)
     for i, pattern in enumerate(patterns):
       if pattern.search(name):
         return f'group{i}'

@@ -159,9 +159,18 @@ class Setup:
                                 self.config.ema.decay)
 
   def init(self, batch: PyTree) -> state_lib.GanState:
+    """A fresh state: initialised, the recipe's `after_init`, then the G
+    parameters of `config.init_from` (if its workdir is set)."""
     state = jax.jit(self.init_fn, out_shardings=self.rep)(
         jax.random.key(self.config.seed), batch)
-    return self.recipe.after_init(state)
+    state = self.recipe.after_init(state)
+    source = self.config.get('init_from')
+    if source is None or not source.workdir:
+      return state
+    try:
+      return checkpointing.init_from(state, **source.to_dict())
+    except ValueError as e:
+      raise config_lib.ConfigError(str(e)) from e
 
   def abstract_state(self, batch: PyTree) -> PyTree:
     """ShapeDtypeStructs (replicated) of the state, for restoring."""

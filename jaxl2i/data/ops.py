@@ -144,31 +144,51 @@ def _floor_index(n_out: int, n_in: tf.Tensor) -> tf.Tensor:
   return tf.cast(tf.minimum(idx, tf.cast(n_in, tf.int64) - 1), tf.int32)
 
 
+def _half_pixel_index(n_out: int, n_in: tf.Tensor) -> tf.Tensor:
+  """MATLAB imresize 'nearest' source indices floor((i + ½) · in / out)
+  (0-based; its 1-based rule round(i/s + ½(1 − 1/s)), s = out/in)."""
+  i = tf.range(n_out, dtype=tf.int64)
+  idx = ((2 * i + 1) * tf.cast(n_in, tf.int64)) // (2 * n_out)
+  return tf.cast(tf.minimum(idx, tf.cast(n_in, tf.int64) - 1), tf.int32)
+
+
+_NEAREST_RULES = {'floor': _floor_index, 'half_pixel': _half_pixel_index}
+
+
 @register('resize')
-def resize(size: int, width: int | None = None, method: str = 'bilinear'
-           ) -> Op:
+def resize(size: int, width: int | None = None, method: str = 'bilinear',
+           antialias: bool = False, nearest: str = 'floor') -> Op:
   """Resizes every map to (size, size), or (size, width) if width is given.
 
   image: `method` ('bilinear' default, or 'bicubic' as pix2pix's PyTorch
   port), half-pixel centres, antialias off (= torch `F.interpolate`,
   align_corners=False; TF's bicubic kernel uses a=-0.5 where torch uses
-  -0.75), rounded back to uint8. label/instance/edges/label_onehot: nearest
-  with PyTorch's rule src = floor(i * in / out) (tf.image.resize 'nearest'
-  uses half-pixel centres and picks other pixels). depth: bilinear. Boxes are
-  normalised, hence unchanged.
+  -0.75), rounded back to uint8. With `antialias=True` a downscaling kernel
+  is widened by the factor: 'bicubic' is then MATLAB's imresize default
+  (Keys a=-0.5, antialiased; CRN's extract*.m) except within ~2 output
+  pixels of the border, where MATLAB mirrors the image and TF renormalises
+  the clipped kernel. label/instance/edges/label_onehot: nearest with
+  `nearest='floor'`, PyTorch's rule src = floor(i * in / out)
+  (tf.image.resize 'nearest' uses half-pixel centres and picks other
+  pixels), or 'half_pixel', MATLAB imresize's floor((i + ½) · in / out).
+  depth: bilinear. Boxes are normalised, hence unchanged.
   """
   h, w = size, size if width is None else width
+  if nearest not in _NEAREST_RULES:
+    raise ValueError(f'resize: nearest={nearest!r}, use one of '
+                     f'{sorted(_NEAREST_RULES)}')
+  index = _NEAREST_RULES[nearest]
 
   def op(ex):
     ex = dict(ex)
     in_h, in_w = _hw(ex)
-    rows, cols = _floor_index(h, in_h), _floor_index(w, in_w)
+    rows, cols = index(h, in_h), index(w, in_w)
     for k in _NEAREST_KEYS:
       if k in ex:
         ex[k] = tf.gather(tf.gather(ex[k], rows, axis=0), cols, axis=1)
     if 'image' in ex:
       img = tf.image.resize(tf.cast(ex['image'], tf.float32), (h, w),
-                            method=method, antialias=False)
+                            method=method, antialias=antialias)
       ex['image'] = tf.cast(tf.clip_by_value(tf.round(img), 0, 255),
                             tf.uint8)
     if 'depth' in ex:

@@ -29,6 +29,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from jaxl2i.data import builders
+from jaxl2i.data import label_ops  # registers the CRN Cityscapes encoding
 from jaxl2i.data import layout_ops  # registers the Visual Genome layout ops
 from jaxl2i.data import ops
 from jaxl2i.data.errors import DatasetUnavailableError

@@ -17,8 +17,14 @@ Input range convention: images [B, H, W, 3] RGB.
 - `imagenet_normalize=False` (default): inputs are fed unchanged. SPADE's VGG
   loss does this with its [-1, 1] generator images (reference A6), so SPADE
   uses `imagenet_normalize=False` on [-1, 1] images.
-CRN's MatConvNet convention ([0, 255] minus the mean, no std) belongs to other
-weights; with torchvision weights use `imagenet_normalize=True` on [0, 1].
+CRN's MatConvNet convention belongs to other weights: RGB in [0, 255] minus
+`MATCONVNET_MEAN`, no std (reference/crn.md §5, pitfall 2), with the
+MatConvNet file (`load_matconvnet_vgg19`); with torchvision weights use
+`imagenet_normalize=True` on [0, 1].
+
+Weights: torchvision's `vgg19-dcbb9e9d.pth` (`load_vgg19`) or MatConvNet's
+`imagenet-vgg-verydeep-19.mat` (`load_matconvnet_vgg19`, the file CRN used),
+both through the weight manager.
 
 Precision: parameters are float32; `dtype` is the compute dtype (the loss runs
 in the policy dtype), taps are returned in it. `precision` is passed to every
@@ -34,8 +40,11 @@ import numpy as np
 
 from jaxl2i.nets import weights
 
-CONVERTER_VERSION = 1  # Bump when convert_vgg19's output changes.
+CONVERTER_VERSION = 1  # Bump when a converter's output changes.
 WEIGHTS_NAME = 'vgg19-dcbb9e9d.pth'
+MATCONVNET_WEIGHTS_NAME = 'imagenet-vgg-verydeep-19.mat'
+# CRN's build_vgg19: input - [123.68, 116.779, 103.939] (reference/crn.md §5).
+MATCONVNET_MEAN = (123.68, 116.779, 103.939)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision ImageNet statistics.
 IMAGENET_STD = (0.229, 0.224, 0.225)
 BLOCKS = ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512),
@@ -142,11 +151,15 @@ def convert_vgg19(state_dict: dict[str, np.ndarray]) -> dict:
            if k not in used and not k.startswith('classifier.')]
   if extra:
     raise ValueError(f'Unexpected VGG-19 weights {extra[:5]}')
+  _check_shapes(params)
+  return {'params': params}
+
+
+def _check_shapes(params: dict) -> None:
   expected = weights.flatten(variable_shapes())
   for k, v in weights.flatten({'params': params}).items():
     if v.shape != tuple(expected[k].shape):
       raise ValueError(f'{k}: shape {v.shape} != {expected[k].shape}')
-  return {'params': params}
 
 
 def load_vgg19(allow_random: bool = False, *,
@@ -167,3 +180,58 @@ def load_vgg19(allow_random: bool = False, *,
   """
   return weights.load_or_random(WEIGHTS_NAME, init_variables,
                                 allow_random=allow_random, download=download)
+
+
+def register_weights() -> None:
+  """Registers MatConvNet's VGG-19 with `jaxl2i.nets.weights`."""
+  weights.register(weights.WeightFile(
+      name=MATCONVNET_WEIGHTS_NAME,
+      # MatConvNet's pretrained-model page; only an MD5 is published (also
+      # quoted by the TF neural-style ports that read this file).
+      url=('https://www.vlfeat.org/matconvnet/models/'
+           'imagenet-vgg-verydeep-19.mat'),
+      sha256='', md5='106118b7cf60435e6d8e04f6a6dc3657',
+      how_to_get=("It is MatConvNet's ImageNet VGG-19, the file the "
+                  'official CRN code loads as '
+                  'VGG_Model/imagenet-vgg-verydeep-19.mat.'),
+      converter='jaxl2i.nets.vgg19:convert_matconvnet_vgg19',
+      short_name='vgg19_matconvnet',
+      reader='jaxl2i.nets.matconvnet:read_simplenn'))
+
+
+register_weights()
+
+
+def convert_matconvnet_vgg19(layers: dict[str, np.ndarray]) -> dict:
+  """`matconvnet.read_simplenn` of imagenet-vgg-verydeep-19.mat -> Flax.
+
+  `conv{b}_{l}.weight` [3, 3, I, O] is the kernel as stored (CRN feeds it to
+  tf.nn.conv2d as HWIO; Flax kernels are HWIO too), `conv{b}_{l}.bias` [O]
+  the bias; fc6-fc8 are dropped.
+  """
+  params = {}
+  for kind, name, _ in LAYERS:
+    if kind != 'conv':
+      continue
+    w_key, b_key = f'{name}.weight', f'{name}.bias'
+    if w_key not in layers or b_key not in layers:
+      raise ValueError(f'layer {name} missing: not a MatConvNet VGG-19')
+    params[name] = {'kernel': np.asarray(layers[w_key], np.float32),
+                    'bias': np.asarray(layers[b_key], np.float32)}
+  extra = [k for k in layers
+           if k.split('.')[0] not in params and not k.startswith('fc')]
+  if extra:
+    raise ValueError(f'Unexpected MatConvNet VGG-19 layers {extra[:5]}')
+  _check_shapes(params)
+  return {'params': params}
+
+
+def load_matconvnet_vgg19(allow_random: bool = False, *,
+                          download: bool = True) -> tuple[dict, bool]:
+  """MatConvNet's VGG-19 (CRN's loss network); as `load_vgg19`.
+
+  Feed it RGB in [0, 255] minus MATCONVNET_MEAN (imagenet_normalize=False).
+  """
+  return weights.load_or_random(MATCONVNET_WEIGHTS_NAME, init_variables,
+                                allow_random=allow_random, download=download)
+

@@ -10,8 +10,14 @@ Checksums. `WeightFile.sha256` is either a full sha256 hex digest or a prefix of
 one. The published files used here follow the PyTorch hub convention: the hex
 string in the file name (`vgg19-dcbb9e9d.pth`) is the start of the file's
 sha256 digest, and only that prefix is known offline, so the registry holds
-prefixes and verification compares the start of the digest. No digest is
-invented here; a full digest can be registered when one is established.
+prefixes and verification compares the start of the digest. A file whose
+publisher gives only an MD5 (MatConvNet's models) registers `md5` instead of
+`sha256`. No digest is invented here; a full digest can be registered when one
+is established.
+
+Formats. A file is read into a flat {name: np.ndarray} by its entry's
+`reader` (default: the torch-free .pth reader `jaxl2i.nets.pth`), then turned
+into Flax variables by its `converter`.
 
 Environment:
   JAXL2I_CACHE: cache directory (default `~/.cache/jaxl2i`).
@@ -61,6 +67,9 @@ class WeightFile:
     converter: 'module:function' converting a state_dict (name -> np.ndarray)
       into a Flax variables dict; the module must define CONVERTER_VERSION.
     short_name: name used by `python -m jaxl2i.nets.convert --name`.
+    md5: full lowercase hex MD5 digest, checked instead when `sha256` is ''.
+    reader: 'module:function' reading the file (a path) into a flat
+      {name: np.ndarray}; '' = `jaxl2i.nets.pth.load_state_dict`.
   """
   name: str
   url: str
@@ -69,6 +78,8 @@ class WeightFile:
   how_to_get: str = ''
   converter: str = ''
   short_name: str = ''
+  md5: str = ''
+  reader: str = ''
 
 
 def _registry() -> dict[str, WeightFile]:
@@ -135,44 +146,55 @@ def matches(digest: str, expected: str) -> bool:
   return bool(expected) and digest.lower()[:len(expected)] == expected
 
 
-def sha256_file(path: os.PathLike[str] | str) -> str:
-  """Hex sha256 of a file, read in chunks."""
-  h = hashlib.sha256()
+def hash_file(path: os.PathLike[str] | str, algorithm: str = 'sha256') -> str:
+  """Hex digest ('sha256' or 'md5') of a file, read in chunks."""
+  h = hashlib.new(algorithm)
   with open(path, 'rb') as f:
     while chunk := f.read(_CHUNK):
       h.update(chunk)
   return h.hexdigest()
 
 
-def file_digest(path: pathlib.Path) -> str:
-  """sha256 of `path`, memoised in a `<path>.sha256` sidecar file.
+def sha256_file(path: os.PathLike[str] | str) -> str:
+  """Hex sha256 of a file, read in chunks."""
+  return hash_file(path, 'sha256')
+
+
+def file_digest(path: pathlib.Path, algorithm: str = 'sha256') -> str:
+  """Digest of `path`, memoised in a `<path>.<algorithm>` sidecar file.
 
   The sidecar records size and mtime; a changed file is hashed again.
   """
   st = path.stat()
   stamp = f'{st.st_size} {st.st_mtime_ns}'
   try:
-    text = _sidecar(path).read_text().split()
+    text = _sidecar(path, algorithm).read_text().split()
     if len(text) == 3 and ' '.join(text[:2]) == stamp:
       return text[2]
   except OSError:
     pass
-  digest = sha256_file(path)
-  _remember_digest(path, digest)
+  digest = hash_file(path, algorithm)
+  _remember_digest(path, digest, algorithm)
   return digest
 
 
-def _sidecar(path: pathlib.Path) -> pathlib.Path:
-  return path.with_name(path.name + '.sha256')
+def _sidecar(path: pathlib.Path, algorithm: str) -> pathlib.Path:
+  return path.with_name(f'{path.name}.{algorithm}')
 
 
-def _remember_digest(path: pathlib.Path, digest: str) -> None:
+def _remember_digest(path: pathlib.Path, digest: str,
+                     algorithm: str = 'sha256') -> None:
   st = path.stat()
   try:
-    _atomic_write_bytes(_sidecar(path),
+    _atomic_write_bytes(_sidecar(path, algorithm),
                         f'{st.st_size} {st.st_mtime_ns} {digest}\n'.encode())
   except OSError:  # A read-only cache still works, just slower.
     pass
+
+
+def _expected(entry: WeightFile) -> tuple[str, str]:
+  """(algorithm, registered digest or prefix) a file is verified with."""
+  return ('sha256', entry.sha256) if entry.sha256 else ('md5', entry.md5)
 
 
 def _atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
@@ -196,19 +218,23 @@ def _remove(path: os.PathLike[str] | str) -> None:
 def _unavailable(entry: WeightFile, dest: pathlib.Path,
                  reason: str) -> WeightsUnavailableError:
   cmd = f'python -m jaxl2i.nets.convert --name {entry.short_name or entry.name}'
+  algorithm, expected = _expected(entry)
+  digest = (f'its sha256 starts with {expected!r}' if algorithm == 'sha256'
+            else f'its {algorithm} is {expected!r}')
   return WeightsUnavailableError(
       f'Pretrained weight file {entry.name!r} is not available ({reason}). '
-      f'Download it from {entry.url} and put it at {dest} (its sha256 starts '
-      f'with {entry.sha256!r}); it is converted to Flax on first use, or run '
+      f'Download it from {entry.url} and put it at {dest} ({digest}); it '
+      f'is converted to Flax on first use, or run '
       f'`{cmd} --src <file>` to verify, copy and convert it. '
       f'{entry.how_to_get}'.strip())
 
 
 def _verify(entry: WeightFile, path: pathlib.Path) -> pathlib.Path:
-  digest = file_digest(path)
-  if not matches(digest, entry.sha256):
+  algorithm, expected = _expected(entry)
+  digest = file_digest(path, algorithm)
+  if not matches(digest, expected):
     raise WeightsChecksumError(
-        f'{path} has sha256 {digest}, expected {entry.sha256!r}(...) for '
+        f'{path} has {algorithm} {digest}, expected {expected!r}(...) for '
         f'{entry.name}; delete it and fetch it again from {entry.url}.')
   return path
 
@@ -218,7 +244,8 @@ def _download(entry: WeightFile, dest: pathlib.Path) -> None:
   dest.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f'.{dest.name}.',
                              suffix='.part')
-  h = hashlib.sha256()
+  algorithm, expected = _expected(entry)
+  h = hashlib.new(algorithm)
   received = 0
   try:
     with os.fdopen(fd, 'wb') as f:
@@ -240,15 +267,15 @@ def _download(entry: WeightFile, dest: pathlib.Path) -> None:
         raise _unavailable(entry, dest, f'download interrupted: got '
                            f'{received} of {length} bytes')
     digest = h.hexdigest()
-    if not matches(digest, entry.sha256):
+    if not matches(digest, expected):
       raise WeightsChecksumError(
-          f'Downloaded {entry.url} has sha256 {digest}, expected '
-          f'{entry.sha256!r}(...); the file was discarded.')
+          f'Downloaded {entry.url} has {algorithm} {digest}, expected '
+          f'{expected!r}(...); the file was discarded.')
     os.replace(tmp, dest)
   except BaseException:
     _remove(tmp)
     raise
-  _remember_digest(dest, digest)
+  _remember_digest(dest, digest, algorithm)
   logging.info('Downloaded %s (%d bytes) to %s', entry.url, received, dest)
 
 
@@ -280,10 +307,11 @@ def install(name: str, src: os.PathLike[str] | str) -> pathlib.Path:
   """Verifies a local copy of a registered file and copies it into the cache."""
   entry = get(name)
   src = pathlib.Path(src)
-  digest = sha256_file(src)
-  if not matches(digest, entry.sha256):
-    raise WeightsChecksumError(f'{src} has sha256 {digest}, expected '
-                               f'{entry.sha256!r}(...) for {entry.name}.')
+  algorithm, expected = _expected(entry)
+  digest = hash_file(src, algorithm)
+  if not matches(digest, expected):
+    raise WeightsChecksumError(f'{src} has {algorithm} {digest}, expected '
+                               f'{expected!r}(...) for {entry.name}.')
   dest = cache_dir() / entry.name
   dest.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f'.{dest.name}.')
@@ -294,7 +322,7 @@ def install(name: str, src: os.PathLike[str] | str) -> pathlib.Path:
   except BaseException:
     _remove(tmp)
     raise
-  _remember_digest(dest, digest)
+  _remember_digest(dest, digest, algorithm)
   return dest
 
 
@@ -354,6 +382,15 @@ def _resolve_converter(entry: WeightFile):
   return getattr(module, fn_name), int(module.CONVERTER_VERSION)
 
 
+def _read(entry: WeightFile, src: pathlib.Path) -> dict[str, np.ndarray]:
+  """The file's flat {name: array} through the entry's reader."""
+  if not entry.reader:
+    from jaxl2i.nets import pth  # pylint: disable=g-import-not-at-top
+    return pth.load_state_dict(src)
+  module_name, fn_name = entry.reader.split(':')
+  return getattr(importlib.import_module(module_name), fn_name)(src)
+
+
 def converted_path(name: str, src: pathlib.Path) -> pathlib.Path:
   """Cache path of the converted params of the verified source `src`."""
   entry = get(name)
@@ -376,9 +413,8 @@ def load_params(name: str, *, download: bool = True) -> dict:
   if npz.is_file():
     with np.load(npz) as data:
       return unflatten({k: data[k] for k in data.files})
-  from jaxl2i.nets import pth  # pylint: disable=g-import-not-at-top
   convert, _ = _resolve_converter(entry)
-  variables = convert(pth.load_state_dict(src))
+  variables = convert(_read(entry, src))
   fd, tmp = tempfile.mkstemp(dir=npz.parent, prefix=f'.{npz.name}.')
   try:
     with os.fdopen(fd, 'wb') as f:
