@@ -205,7 +205,9 @@ def tiny_generator():
   """A random tiny G made to look trained: BN running statistics set to the
   batch statistics of 256 samples, and its last layer scaled so the softmax
   is confident (a random G's probabilities are all ≈ 1/C: near-ties)."""
-  c = config_lib.load(SYNTHETIC, 'tiny')
+  # Transposed convs here; the trained tiny run (test_two_stage.py) has the
+  # demo's nearest upsampling.
+  c = config_lib.load(SYNTHETIC, 'tiny,upsample=transposed')
   recipe = base.get_recipe(c, fakes.FakeMeta())
   variables = recipe.g.init(jax.random.key(0), jnp.zeros((1, 8)),
                             train=False)
