@@ -121,23 +121,34 @@ def main(argv):
     size = None
   size = size or (config.model.get('resolution') or 256,) * 2
   mesh = parallel.make_mesh()
-  rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
+  # WGAN-GP recipes step on n_critic stacked batches (P(None, 'data')).
+  n_critic = recipe.n_critic
+  rep = parallel.replicated(mesh)
+  dat = parallel.data_sharded(mesh, stacked=n_critic > 1)
   tx_g, _ = state_lib.make_optimizer(config, 'g')
   tx_d, _ = state_lib.make_optimizer(config, 'd')
   init = lambda k, b: state_lib.init_state(k, recipe, b, tx_g, tx_d,
                                            config.ema.decay)
-  step = jax.jit(step_lib.make_train_step(recipe, tx_g, tx_d,
-                                          config.ema.decay),
+  step = jax.jit(step_lib.make_train_step(
+      recipe, tx_g, tx_d, config.ema.decay,
+      unroll_critic=config.optim.get('unroll_critic', True)),
                  in_shardings=(rep, dat, rep), out_shardings=(rep, rep),
                  donate_argnums=0)
   rng = np.random.default_rng(0)
-  host = [synthetic_batch(rng, config.batch_size, size, slots,
-                          _OBJECTS.value, classes) for _ in range(2)]
+  make = lambda: synthetic_batch(rng, config.batch_size, size, slots,
+                                 _OBJECTS.value, classes)
+  # The state is initialised on one batch; a step takes n_critic of them.
+  example = make()
+  stacked = lambda: jax.tree.map(lambda *x: np.stack(x),
+                                 *[make() for _ in range(n_critic)])
+  host = [example, make()] if n_critic == 1 else [stacked(), stacked()]
   if _MEMORY.value:
-    print(json.dumps(memory_analysis(config, recipe, step, init, host[0])))
+    print(json.dumps(memory_analysis(config, recipe, step, init, example,
+                                     host[0])))
     return
   batches = [jax.device_put(b, dat) for b in host]
-  state = jax.jit(init, out_shardings=rep)(jax.random.key(0), batches[0])
+  state = jax.jit(init, out_shardings=rep)(
+      jax.random.key(0), jax.device_put(example, parallel.data_sharded(mesh)))
   frozen = jax.device_put(recipe.frozen_params(), rep)
   start = time.perf_counter()
   compiled = step.lower(state, batches[0], frozen).compile()
@@ -169,12 +180,16 @@ def main(argv):
   print(json.dumps(result))
 
 
-def memory_analysis(config, recipe, step, init, batch) -> dict:
-  """Compiles `step` for abstract arguments; XLA's memory estimate (GiB)."""
+def memory_analysis(config, recipe, step, init, example, batch) -> dict:
+  """Compiles `step` for abstract arguments; XLA's memory estimate (GiB).
+
+  `example` is one batch (what the state is initialised on), `batch` what a
+  step takes (`example`'s leaves stacked n_critic deep for WGAN-GP recipes).
+  """
   from jaxl2i import state as state_lib  # pylint: disable=g-import-not-at-top
   spec = lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype)
   batch = jax.tree.map(spec, batch)
-  state = jax.eval_shape(init, jax.random.key(0), batch)
+  state = jax.eval_shape(init, jax.random.key(0), jax.tree.map(spec, example))
   frozen = jax.tree.map(spec, recipe.frozen_params())
   start = time.perf_counter()
   compiled = step.lower(state, batch, frozen).compile()

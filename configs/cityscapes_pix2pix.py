@@ -17,16 +17,25 @@ the frames squashed to 256×256 (pix2pix datasets/prepare_cityscapes_dataset.py,
 PIL resize), jittered 286 → 256: the first resize uses 'area' (an
 antialiased 4×/8× shrink; bilinear without antialiasing would alias), labels
 always nearest.
+
+`:seg_gan` is the renderer (stage 2) of configs/cityscapes_seg_gan.py: the
+paper's 11.4 M-parameter pix2pix is the ResNet-9-block generator
+(reference/seg_gan.md §3; 11,383,427 parameters with the colour input),
+trained on the seg GAN's 1024×1024 crops shrunk to 256² of
+`cityscapes_maps/<annot>` so that its inputs look like the generated maps.
+`netG=` picks the generator otherwise (unet, resnet_9blocks, resnet_6blocks).
 """
 
 from jaxl2i import config_lib
 
 TRAIN_IMAGES = 2975   # Cityscapes train split
 EPOCHS, DECAY_EPOCHS = 100, 100
+_seg = config_lib.load_module(__file__, 'cityscapes_seg_gan.py')
 
 
 def get_config(arg=None):
-  arg = config_lib.parse_arg(arg, tiny=False)
+  arg = config_lib.parse_arg(arg, tiny=False, seg_gan=False, netG='unet',
+                             annot='fine')
   c = config_lib.base_config()
   c.recipe = 'pix2pix'
   c.data.name = 'cityscapes_maps/fine'
@@ -36,6 +45,8 @@ def get_config(arg=None):
   c.data.pp_eval = ('decode', 'resize(256, method="area")',
                     'keep("image", "label")')
 
+  c.model.netG = 'resnet_9blocks' if arg.seg_gan else arg.netG
+  c.model.norm = 'batch'             # pix2pix (the repo default: instance)
   c.model.ngf = 64
   c.model.ndf = 64
   c.model.num_downs = 8
@@ -57,6 +68,12 @@ def get_config(arg=None):
   c.log_every = 100
   c.image_every = 5000
   c.ckpt_every = 10000
+  if arg.seg_gan:   # the seg GAN's crops; pix2pix jitter 286 → 256
+    _seg.data(c, arg.annot, 'center', False, 'keep("image", "label")',
+              _seg.SIZE)
+    c.data.pp_train = (*c.data.pp_train[:-1], 'resize(286)',
+                       'random_crop(256)', 'random_flip',
+                       'keep("image", "label")')
   if arg.tiny:   # same recipe shrunk for smoke runs (still needs the data)
     c.data.pp_train = ('decode', 'resize(32, method="area")', 'resize(36)',
                        'random_crop(32)', 'random_flip',

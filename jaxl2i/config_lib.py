@@ -145,6 +145,9 @@ def base_config() -> ml_collections.ConfigDict:
   # The first `d_only_steps` iterations of every epoch update only D
   # (LAMA/LostGAN train.py: G is stepped only when idx > 30).
   c.optim.d_only_steps = 0
+  # Recipes with n_critic > 1: compile the critic updates' lax.scan unrolled
+  # (much faster on XLA:CPU; False: one loop body, quicker to compile).
+  c.optim.unroll_critic = True
 
   c.ema = ml_collections.ConfigDict(dict(decay=0.999, start=0))  # decay 0: off
 
@@ -193,6 +196,11 @@ EVAL_TYPE_DEFAULTS = {
     # LAMA Sec. 3: FID / SceneFID / entropy with masks (1−τ)·M + τ/m.
     'tainted_mask': dict(taus=(0.0, 0.02, 0.05, 0.1, 0.2), mask_source='gt',
                          scene_fid=True, crop_size=224, dims=2048),
+    # seg_gan: FID of label maps rendered by a pix2pix/SPADE run (renderer:
+    # its workdir) and consistency of each map with the segmentation of its
+    # rendering (segmenter: 'synthetic' or 'package.module:function').
+    'two_stage': dict(renderer='', renderer_generator='', segmenter='',
+                      consistency=True, dims=2048),
 }
 
 

@@ -46,6 +46,7 @@ with one line (`error: ...`, exit status 2).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -58,6 +59,7 @@ import numpy as np
 
 from jaxl2i import checkpointing
 from jaxl2i import config_lib
+from jaxl2i import two_stage
 from jaxl2i import visualize
 from jaxl2i.data import pipeline
 from jaxl2i.recipes import base
@@ -86,7 +88,7 @@ def load_meta(workdir: str, config) -> pipeline.DatasetMeta:
   return meta
 
 
-class Model:
+class Model(two_stage.TwoStageMethods):
   """A run's recipe and generator: validates inputs, samples, draws.
 
   The checkpoint is read on the first sampling, after the inputs passed
@@ -104,6 +106,8 @@ class Model:
     self.meta = load_meta(workdir, self.config)
     self.spec = model_spec(self.config, self.meta)
     self.recipe = base.get_recipe(self.config, self.meta)
+    if self.recipe.unconditional:
+      self.spec = dataclasses.replace(self.spec, kind='noise')
     self.variables = None
     self._fns = {}
 
@@ -125,6 +129,13 @@ class Model:
   def inputs(self, layouts=None, label_map=None, instance_map=None,
              style=None) -> dict[str, np.ndarray]:
     """Validated inputs as a batch (one example per layout)."""
+    if self.spec.kind == 'noise':
+      if any(x is not None for x in (layouts, label_map, instance_map,
+                                     style)):
+        raise InputError(f'this model (recipe {self.config.recipe!r}) '
+                         'generates from noise: it takes no layout, label '
+                         'map, instance map or style (use --num)')
+      return {}
     if (layouts is None) == (label_map is None):
       raise InputError('give exactly one of a layout file or a label map')
     given = 'layout' if layouts is not None else 'label_map'
@@ -199,11 +210,22 @@ class Model:
 
   def pictures(self, *, layouts=None, label_map=None, instance_map=None,
                style=None, num_samples: int = 1, seed: int = 0,
-               with_masks: bool = False) -> dict[str, np.ndarray]:
+               with_masks: bool = False,
+               renderer: 'Model | None' = None) -> dict[str, np.ndarray]:
     """File name -> uint8 [H,W,3] picture; see `generate`."""
     if num_samples < 1:
       raise InputError(f'num_samples={num_samples} must be >= 1')
     batch = self.inputs(layouts, label_map, instance_map, style)
+    if self.spec.kind == 'noise':
+      if with_masks:
+        raise InputError('object masks (--masks) come from layout models '
+                         'only')
+      return self.noise_pictures(num_samples, seed, renderer)
+    if renderer is not None:
+      raise InputError('--renderer renders the label maps of an '
+                       'unconditional label-map model (seg_gan); this model '
+                       f'(recipe {self.config.recipe!r}) renders images '
+                       'itself')
     if with_masks and label_map is not None:
       raise InputError('object masks (--masks) come from layout models only')
     nc, out = self.meta.num_classes, {}
@@ -245,10 +267,11 @@ class Model:
 
 
 def generate(workdir: str, *, layouts=None, label_map=None,
-             instance_map=None, style=None, num_samples: int = 1, seed: int = 0, step: int | None = None,
-             generator: str | None = None,
-             with_masks: bool = False) -> dict[str, np.ndarray]:
-  """Samples of a run for user layouts or a label map.
+             instance_map=None, style=None, num_samples: int = 1,
+             seed: int = 0, step: int | None = None,
+             generator: str | None = None, with_masks: bool = False,
+             renderer: str | None = None) -> dict[str, np.ndarray]:
+  """Samples of a run for user layouts or a label map, or from noise.
 
   Args:
     workdir: the training workdir (config.json, checkpoints/).
@@ -263,6 +286,9 @@ def generate(workdir: str, *, layouts=None, label_map=None,
     step: checkpoint step (default: the latest).
     generator: 'ema' or 'live' (default: 'ema' when the run keeps one).
     with_masks: also the colourised object masks (layout models).
+    renderer: unconditional label-map models (seg_gan): the workdir of a
+      pix2pix/SPADE run of the same vocabulary and size that renders the
+      sampled maps (its EMA generator when it keeps one).
 
   Returns:
     file name -> uint8 [H,W,3] picture, in output order. Inputs are
@@ -272,7 +298,8 @@ def generate(workdir: str, *, layouts=None, label_map=None,
   return model.pictures(layouts=layouts, label_map=label_map,
                         instance_map=instance_map, style=style,
                         num_samples=num_samples, seed=seed,
-                        with_masks=with_masks)
+                        with_masks=with_masks,
+                        renderer=Model(renderer) if renderer else None)
 
 
 def write(pictures: dict[str, np.ndarray], out_dir: str) -> list[str]:
@@ -304,29 +331,45 @@ def _define_flags() -> None:
   flags.DEFINE_string('instance_map', None, 'Instance-id PNG (SPADE edges).')
   flags.DEFINE_string('style', None, 'Style image (SPADE VAE models).')
   flags.DEFINE_string('out', None, 'Output folder (default workdir/generated).')
-  flags.DEFINE_integer('num_samples', 1, 'Samples per layout.')
+  flags.DEFINE_integer('num_samples', 1, 'Samples per layout, or of an '
+                       'unconditional model (alias --num).')
+  flags.DEFINE_alias('num', 'num_samples')
+  flags.DEFINE_string('renderer', None, 'Unconditional label-map models: '
+                      'the pix2pix/SPADE workdir rendering the samples.')
   flags.DEFINE_integer('seed', 0, 'Seed of the latents.')
-  flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
-  flags.DEFINE_enum('generator', None, ['ema', 'live'],
-                    'Weights (default: ema when the run keeps an EMA).')
+  define_checkpoint_flags()
   flags.DEFINE_bool('masks', False, 'Also write the object masks (LAMA).')
   flags.mark_flags_as_required(['workdir'])
 
 
-def main(argv) -> None:
-  del argv
+def define_checkpoint_flags() -> None:
+  """--step and --generator (shared with jaxl2i.interpolate)."""
+  flags.DEFINE_integer('step', None, 'Checkpoint step (default: latest).')
+  flags.DEFINE_enum('generator', None, ['ema', 'live'],
+                    'Weights (default: ema when the run keeps an EMA).')
+
+
+def run_command(fn) -> None:
+  """Sets up the runtime and calls fn(flags.FLAGS); bad input stops with
+  one line (`error: ...`, exit status 2)."""
   from jaxl2i import runtime  # pylint: disable=g-import-not-at-top
   runtime.setup()
   from jaxl2i import data  # pylint: disable=g-import-not-at-top
-  f = flags.FLAGS
   try:
-    run(f.workdir, f.out, layouts=f.layout, label_map=f.label_map,
-        instance_map=f.instance_map, style=f.style, num_samples=f.num_samples, seed=f.seed, step=f.step,
-        generator=f.generator, with_masks=f.masks)
+    fn(flags.FLAGS)
   except (InputError, config_lib.ConfigError,
           data.DatasetUnavailableError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
+
+
+def main(argv) -> None:
+  del argv
+  run_command(lambda f: run(
+      f.workdir, f.out, layouts=f.layout, label_map=f.label_map,
+      instance_map=f.instance_map, style=f.style, num_samples=f.num_samples,
+      seed=f.seed, step=f.step, generator=f.generator, with_masks=f.masks,
+      renderer=f.renderer))
 
 
 if __name__ == '__main__':

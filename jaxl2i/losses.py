@@ -1,4 +1,5 @@
-"""GAN, reconstruction and perceptual losses, shared by the recipes.
+"""GAN, reconstruction and perceptual losses and the WGAN-GP penalty, shared
+by the recipes.
 
 All functions take logits/features in any dtype and compute in float32, as the
 precision policy requires (DESIGN.md: losses are float32). Means are over all
@@ -7,7 +8,7 @@ elements of the global batch (no pmean: under jit the batch is global).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -62,6 +63,34 @@ def wgan_d(real_logits: Array, fake_logits: Array) -> tuple[Array, Array]:
 
 def wgan_g(fake_logits: Array) -> Array:
   return -jnp.mean(_f32(fake_logits))
+
+
+def gradient_penalty(critic: Callable[[Array], Array], real: Array,
+                     fake: Array, key: jax.Array) -> Array:
+  """WGAN-GP penalty mean_i (‖∇_x̂ D(x̂_i)‖₂ − 1)² (Gulrajani et al.).
+
+  x̂_i = real_i + ε_i·(fake_i − real_i) with one ε_i ~ U[0, 1] per sample
+  (broadcast over all other axes); the gradient norm is over every non-batch
+  axis of the critic's input (reference/seg_gan.md §4, pitfalls 3-4).
+
+  Args:
+    critic: x [B, ...] -> per-sample scores [B] (or [B, 1]); differentiated
+      through, so its parameters must be closed over.
+    real, fake: [B, ...] critic inputs (fake already stop-gradient).
+    key: PRNG key of ε.
+
+  Returns:
+    float32 scalar (λ is the caller's).
+  """
+  real, fake = _f32(real), _f32(fake)
+  eps = jax.random.uniform(key, (real.shape[0],) + (1,) * (real.ndim - 1))
+  x_hat = real + eps * (fake - real)
+  # Per-sample gradients: sample i's score depends on x̂_i only, so the
+  # gradient of the sum w.r.t. x̂ holds each sample's own gradient.
+  grads = jax.grad(lambda x: jnp.sum(_f32(critic(x))))(x_hat)
+  norms = jnp.sqrt(jnp.sum(jnp.square(grads),
+                           axis=tuple(range(1, grads.ndim))))
+  return jnp.mean(jnp.square(norms - 1.0))
 
 
 D_LOSSES = {'vanilla': vanilla_d, 'hinge': hinge_d, 'lsgan': lsgan_d,

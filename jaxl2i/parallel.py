@@ -50,8 +50,13 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def data_sharded(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P('data'))
+def data_sharded(mesh: Mesh, stacked: bool = False) -> NamedSharding:
+  """Batch sharding: the batch axis on 'data'.
+
+  stacked: batches of recipes with n_critic > 1 are [n_critic, B, ...]; the
+    leading axis is replicated and B (axis 1) is split, P(None, 'data').
+  """
+  return NamedSharding(mesh, P(None, 'data') if stacked else P('data'))
 
 
 def host_batch_size(global_batch_size: int) -> int:
@@ -61,13 +66,15 @@ def host_batch_size(global_batch_size: int) -> int:
   return global_batch_size // jax.process_count()
 
 
-def to_global(host_batch: dict[str, np.ndarray], mesh: Mesh) -> PyTree:
+def to_global(host_batch: dict[str, np.ndarray], mesh: Mesh,
+              stacked: bool = False) -> PyTree:
   """Host-local numpy batch -> global jax.Arrays sharded on 'data'.
 
   Each process passes its own rows; the global batch is their concatenation
-  in process order (the JAX training cookbook's recipe).
+  in process order (the JAX training cookbook's recipe). With `stacked` the
+  rows are axis 1 of [n_critic, B_host, ...] arrays (see `data_sharded`).
   """
-  sharding = data_sharded(mesh)
+  sharding = data_sharded(mesh, stacked)
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
       host_batch)

@@ -44,13 +44,17 @@ def _optimizers(config, recipe, steps_per_epoch):
   return tx_g, tx_d, {'g/lr': sched_g, 'd/lr': sched_d}
 
 
-def train_batches(config, start_step: int):
-  """Host batches; the data seed is folded with the step after a resume."""
+def train_batches(config, start_step: int, stack: int = 1):
+  """Host batches; the data seed is folded with the step after a resume.
+
+  stack: the recipe's n_critic; > 1 yields [stack, B_host, ...] batches (a
+  fresh real batch for every critic update of a step).
+  """
   seed = int(np.random.SeedSequence([config.seed, start_step]).generate_state(1)[0])
   ds = pipeline.train_dataset(
       config.data, host_batch_size=parallel.host_batch_size(config.batch_size),
       seed=seed, process_index=jax.process_index(),
-      process_count=jax.process_count())
+      process_count=jax.process_count(), stack=stack)
   return ds.as_numpy_iterator()
 
 
@@ -80,7 +84,8 @@ class _Grids:
 
   def __call__(self, step: int, state: state_lib.GanState) -> None:
     g = state.g
-    columns = [('input', self.recipe.grid_inputs(self.host))]
+    inputs = self.recipe.grid_inputs(self.host)   # None: unconditional
+    columns = [] if inputs is None else [('input', inputs)]
     generators = [('live', {'params': g.params, **g.state})]
     if state.ema_g is not None:
       generators.insert(0, ('ema', {'params': state.ema_g, **g.state}))
@@ -133,16 +138,23 @@ class Setup:
     self.mesh = parallel.make_mesh()
     config_lib.validate(config, jax.device_count())
     self.meta = meta or pipeline.dataset_meta(config.data)
+    self.recipe = base.get_recipe(config, self.meta)
+    # A step of an n_critic recipe reads n_critic batches.
     split = config.data.train_split.split('[')[0]
     self.steps_per_epoch = config_lib.resolve_epochs(
-        config, self.meta.num_examples.get(split, 0))
-    self.recipe = base.get_recipe(config, self.meta)
+        config, self.meta.num_examples.get(split, 0) // self.recipe.n_critic)
     self.tx_g, self.tx_d, self.schedules = _optimizers(
         config, self.recipe, self.steps_per_epoch)
     self.rep = parallel.replicated(self.mesh)
     self.dat = parallel.data_sharded(self.mesh)
 
+  @property
+  def stacked(self) -> bool:
+    """Training batches are [n_critic, B, ...] (see parallel.data_sharded)."""
+    return self.recipe.n_critic > 1
+
   def init_fn(self, key: jax.Array, batch: PyTree) -> state_lib.GanState:
+    """batch: one [B, ...] batch of the training shape (not stacked)."""
     return state_lib.init_state(key, self.recipe, batch, self.tx_g, self.tx_d,
                                 self.config.ema.decay)
 
@@ -188,7 +200,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     The last logged metrics (host floats).
   """
   setup = Setup(config)
-  mesh, recipe, rep, dat = setup.mesh, setup.recipe, setup.rep, setup.dat
+  mesh, recipe, rep = setup.mesh, setup.recipe, setup.rep
   tx_g, tx_d = setup.tx_g, setup.tx_d
   if jax.process_index() == 0:
     config_lib.write_json(config, workdir)
@@ -199,13 +211,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   ckpt = checkpointing.Checkpointer(workdir, every=config.ckpt_every,
                                     keep=config.keep_ckpts)
   start_step = ckpt.latest_step or 0
-  batches = train_batches(config, start_step)
-  first_batch = parallel.to_global(next(batches), mesh)
+  stacked = setup.stacked
+  batches = train_batches(config, start_step, recipe.n_critic)
+  host = next(batches)
+  first_batch = parallel.to_global(host, mesh, stacked)
+  example = (parallel.to_global(jax.tree.map(lambda x: x[0], host), mesh)
+             if stacked else first_batch)   # one [B, ...] batch for init
   if start_step:
-    state = ckpt.restore(setup.abstract_state(first_batch))
+    state = ckpt.restore(setup.abstract_state(example))
     logging.info('resumed from step %d', start_step)
   else:
-    state = setup.init(first_batch)
+    state = setup.init(example)
   if jax.process_index() == 0:
     parameter_overview.log_parameter_overview(state.g.params, msg='G params')
     if state.d is not None:
@@ -215,8 +231,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   frozen = jax.device_put(recipe.frozen_params(), rep)
   make_step = lambda update_g: jax.jit(
       step_lib.make_train_step(recipe, tx_g, tx_d, config.ema.decay,
-                               config.ema.start, update_g=update_g),
-      in_shardings=(rep, dat, rep), out_shardings=(rep, rep),
+                               config.ema.start, update_g=update_g,
+                               unroll_critic=config.optim.get(
+                                   'unroll_critic', True)),
+      in_shardings=(rep, parallel.data_sharded(mesh, stacked), rep),
+      out_shardings=(rep, rep),
       donate_argnums=0)
   full_step = make_step(True)
   d_only_step = make_step(False) if config.optim.d_only_steps else None
@@ -234,7 +253,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     batch = first_batch
     for step in range(start_step + 1, config.total_steps + 1):
       if batch is None:
-        batch = parallel.to_global(next(batches), mesh)
+        batch = parallel.to_global(next(batches), mesh, stacked)
       d_only = d_only_step is not None and is_d_only(
           step, spe, config.optim.d_only_steps)
       with jax.transfer_guard('disallow'):

@@ -91,15 +91,30 @@ def grid(columns: Sequence[np.ndarray], pad: int = 2) -> np.ndarray:
   return out
 
 
-def save_png(path: str, picture: np.ndarray) -> None:
-  """Writes uint8 [H,W,3] as PNG, atomically (local or gs:// paths)."""
+def _write(path: str, data: bytes) -> None:
+  """Writes bytes atomically (local or gs:// paths)."""
   path = epath.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.parent / (path.name + '.tmp')
+  tmp.write_bytes(data)
+  tmp.replace(path)
+
+
+def save_png(path: str, picture: np.ndarray) -> None:
+  """Writes uint8 [H,W,3] as PNG, atomically (local or gs:// paths)."""
   buf = io.BytesIO()
   Image.fromarray(picture).save(buf, format='PNG')
-  tmp = path.parent / (path.name + '.tmp')
-  tmp.write_bytes(buf.getvalue())
-  tmp.replace(path)
+  _write(path, buf.getvalue())
+
+
+def save_gif(path: str, frames: Sequence[np.ndarray],
+             duration_ms: int = 250) -> None:
+  """Writes uint8 [H,W,3] frames as an endlessly looping GIF, atomically."""
+  images = [Image.fromarray(f) for f in frames]
+  buf = io.BytesIO()
+  images[0].save(buf, format='GIF', save_all=True, append_images=images[1:],
+                 duration=duration_ms, loop=0)
+  _write(path, buf.getvalue())
 
 
 def depth_to_uint8(depth: np.ndarray) -> np.ndarray:

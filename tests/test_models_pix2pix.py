@@ -152,6 +152,45 @@ def test_unet256_parameter_counts():
   assert _count(shapes['batch_stats']) == 2 * n_bn_channels
 
 
+# ResnetGenerator(3, 3, ngf=64, BatchNorm, n_blocks=9) of networks.py,
+# layer by layer (convs followed by BN have no bias):
+#   c7s1-64 7·7·3·64 = 9,408 (+ BN 128); d128 3·3·64·128 = 73,728 (+ 256);
+#   d256 3·3·128·256 = 294,912 (+ 512); 9 blocks × (2 · 3·3·256·256 +
+#   2 BN · 512) = 9 × 1,180,672 = 10,626,048; u128 294,912 (+ 256);
+#   u64 73,728 (+ 128); c7s1-3 7·7·64·3 + 3 = 9,411.  Total 11,383,427 (the
+#   paper's "11.4 M" stage 2). InstanceNorm: no norm parameters, biased
+#   convs: 11,383,427 − 10,496 + 5,248 = 11,378,179.
+RESNET9_PARAMS = {'batch': 11_383_427, 'instance': 11_378_179}
+
+
+@pytest.mark.parametrize('norm', ['batch', 'instance'])
+def test_resnet9_parameter_count(norm):
+  g = pix2pix.ResnetGenerator(out_channels=3, ngf=64, n_blocks=9, norm=norm)
+  shapes = jax.eval_shape(lambda: _init(g, jnp.zeros((1, 256, 256, 3))))
+  assert _count(shapes['params']) == RESNET9_PARAMS[norm]
+  out = jax.eval_shape(lambda v: g.apply(
+      v, jnp.zeros((2, 256, 256, 3)), train=True, mutable=['batch_stats'],
+      rngs={'dropout': jax.random.key(0)})[0], shapes)
+  assert out.shape == (2, 256, 256, 3)
+  assert ('batch_stats' in shapes) == (norm == 'batch')
+
+
+def test_resnet9_through_the_stage2_config():
+  """configs/cityscapes_pix2pix.py:seg_gan builds the 11.4 M renderer."""
+  import os  # pylint: disable=g-import-not-at-top
+  from jaxl2i import config_lib  # pylint: disable=g-import-not-at-top
+  from jaxl2i.recipes import base  # pylint: disable=g-import-not-at-top
+  import fakes  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  c = config_lib.load(os.path.join(root, 'configs', 'cityscapes_pix2pix.py'),
+                      'seg_gan')
+  recipe = base.get_recipe(c, fakes.FakeMeta())
+  batch = {'label': jax.ShapeDtypeStruct((1, 256, 256), jnp.int32),
+           'image': jax.ShapeDtypeStruct((1, 256, 256, 3), jnp.uint8)}
+  g_vars, _ = jax.eval_shape(recipe.init, jax.random.key(0), batch)
+  assert _count(g_vars['params']) == RESNET9_PARAMS['batch']   # colour input
+
+
 def test_patchgan_shapes_and_parameter_count():
   d = pix2pix.PatchDiscriminator(ndf=64, n_layers=3)
   x = jnp.zeros((2, 256, 256, 6))

@@ -24,8 +24,10 @@ ROOT = os.path.dirname(os.path.dirname(__file__))
 # SPADE's step is compiled once, in tests/test_spade_recipe.py (stage 2 of
 # the depth model: plain SPADE plus the depth channel), for the suite's time;
 # Layout2Im's in tests/test_layout2im_recipe.py from filled variables (its
-# initialisers alone take ~20 s of CPU to compile).
-ONE_STEP_ELSEWHERE = ('spade', 'layout2im')
+# initialisers alone take ~20 s of CPU to compile); the seg GAN's (n_critic
+# stacked batches) in tests/test_two_stage.py, where the real training loop
+# runs it on 8 devices.
+ONE_STEP_ELSEWHERE = ('spade', 'layout2im', 'seg_gan')
 RECIPE_CONFIGS = sorted(
     p for p in glob.glob(os.path.join(ROOT, 'configs', 'synthetic_*.py'))
     if os.path.basename(p)[len('synthetic_'):-3] in base.available() and

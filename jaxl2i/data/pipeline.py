@@ -183,8 +183,8 @@ def _drop_seed(ex: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_dataset(data_cfg, *, host_batch_size: int, seed: int,
-                  process_index: int = 0,
-                  process_count: int = 1) -> tf.data.Dataset:
+                  process_index: int = 0, process_count: int = 1,
+                  stack: int = 1) -> tf.data.Dataset:
   """Infinite, shuffled, preprocessed batches of this host's training shard.
 
   Each process reads `tfds.even_splits(train_split, process_count)
@@ -192,9 +192,14 @@ def train_dataset(data_cfg, *, host_batch_size: int, seed: int,
   determined by `seed` and `process_index`; random ops get the stateless seed
   fold_in([seed, process_index], running example index).
 
+  Args:
+    stack: > 1 groups `stack` consecutive batches into one element of
+      leading shape [stack, host_batch_size] (the n_critic fresh batches of
+      one WGAN-GP iteration); 1 gives plain batches.
+
   Returns:
     tf.data.Dataset of dicts with leading axis host_batch_size (remainder
-    dropped; the dataset repeats forever).
+    dropped; the dataset repeats forever), or [stack, host_batch_size].
   """
   builder = get_builder(data_cfg)
   split = tfds.even_splits(data_cfg.train_split, n=process_count)[
@@ -212,6 +217,8 @@ def train_dataset(data_cfg, *, host_batch_size: int, seed: int,
   ds = ds.map(lambda ex: _drop_seed(pp(ex)),
               num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(host_batch_size, drop_remainder=True)
+  if stack > 1:
+    ds = ds.batch(stack, drop_remainder=True)
   return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
 

@@ -185,17 +185,19 @@ def torch_conv_transpose(
     stride: IntOrPair,
     padding: IntOrPair = 0,
     *,
+    output_padding: IntOrPair = 0,
     use_bias: bool = True,
     dtype: Dtype = jnp.float32,
     kernel_init: Initializer = nn.initializers.lecun_normal(),
     bias_init: Initializer = nn.initializers.zeros,
     name: Optional[str] = None) -> nn.ConvTranspose:
-  """`nn.ConvTranspose` equal to `torch.nn.ConvTranspose2d(k, s, p)`.
+  """`nn.ConvTranspose` equal to `torch.nn.ConvTranspose2d(k, s, p, op)`.
 
-  Output size (H − 1)·s − 2p + k, as in PyTorch (no output_padding, no
-  dilation). Flax's ConvTranspose dilates the input by the stride and runs a
-  plain correlation on it; padding the dilated input by k − 1 − p on each side
-  gives PyTorch's geometry. Requires p ≤ k − 1.
+  Output size (H − 1)·s − 2p + k + op, as in PyTorch (no dilation). Flax's
+  ConvTranspose dilates the input by the stride and runs a plain correlation
+  on it; padding the dilated input by k − 1 − p before and k − 1 − p + op
+  after gives PyTorch's geometry (output_padding adds rows/columns at the
+  bottom/right). Requires p ≤ k − 1 and op < s.
 
   `transpose_kernel` stays False: both settings are exactly equivalent to
   PyTorch given the matching weight conversion (False: flip spatially and
@@ -206,13 +208,18 @@ def torch_conv_transpose(
   """
   kh, kw = _pair(kernel)
   ph, pw = _pair(padding)
+  oh, ow = _pair(output_padding)
   if ph > kh - 1 or pw > kw - 1 or min(ph, pw) < 0:
     raise ValueError(f'padding {padding} must be in [0, kernel − 1]')
+  if not (0 <= oh < _pair(stride)[0] and 0 <= ow < _pair(stride)[1]):
+    raise ValueError(f'output_padding {output_padding} must be in '
+                     '[0, stride)')
   return nn.ConvTranspose(
       features,
       (kh, kw),
       strides=_pair(stride),
-      padding=((kh - 1 - ph, kh - 1 - ph), (kw - 1 - pw, kw - 1 - pw)),
+      padding=((kh - 1 - ph, kh - 1 - ph + oh),
+               (kw - 1 - pw, kw - 1 - pw + ow)),
       use_bias=use_bias,
       transpose_kernel=False,
       dtype=dtype,

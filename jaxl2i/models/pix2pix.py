@@ -1,8 +1,9 @@
-"""pix2pix networks: the U-Net generator and the PatchGAN discriminator.
+"""pix2pix networks: the U-Net and ResNet generators, the PatchGAN.
 
-Ports of `UnetGenerator` and `NLayerDiscriminator` with BatchNorm from
+Ports of `UnetGenerator`, `ResnetGenerator` and `NLayerDiscriminator` from
 `junyanz/pytorch-CycleGAN-and-pix2pix` `models/networks.py` (facts in
-`reference/spade_pix2pix.md`, Part B). Inputs and outputs are NHWC.
+`reference/spade_pix2pix.md`, Part B; pix2pix uses BatchNorm). Inputs and
+outputs are NHWC.
 
 Initialisation follows `init_weights(init_type='normal', gain=0.02)`: conv and
 transposed-conv weights N(0, 0.02²), biases 0, BatchNorm scale N(1, 0.02²),
@@ -198,3 +199,89 @@ class PatchDiscriminator(nn.Module):
       h = norm(name=f'norm_{i}')(h)
       h = nn.leaky_relu(h, LEAKY_SLOPE)
     return conv(1, stride=1, use_bias=True, name=f'conv_{self.n_layers + 1}')(h)
+
+
+RESNET_KERNEL_IO = 7      # ReflectionPad2d(3) + 7×7 convs at both ends
+RESNET_DOWNSAMPLING = 2   # n_downsampling of ResnetGenerator
+RESNET_NORMS = ('batch', 'instance')
+
+
+def _reflect(x: Array, p: int) -> Array:
+  """ReflectionPad2d(p) on NHWC (mirror without repeating the edge)."""
+  return jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode='reflect')
+
+
+class ResnetGenerator(nn.Module):
+  """pix2pix/CycleGAN ResNet generator (`resnet_9blocks` for n_blocks=9).
+
+  c7s1-ngf (reflection pad 3) → 2 × [3×3 stride-2 conv, ×2 width] →
+  n_blocks × ResnetBlock(4·ngf) → 2 × [3×3 stride-2 transposed conv
+  (padding 1, output_padding 1), ÷2 width] → reflection pad 3, 7×7 conv (with
+  bias) → tanh. Each conv but the last is followed by the norm and ReLU.
+  ResnetBlock: x + [reflect 1, 3×3 conv, norm, ReLU, (dropout 0.5), reflect
+  1, 3×3 conv, norm]. Convs have a bias only with instance norm
+  (`use_bias = norm_layer == InstanceNorm2d`). At 256² with 3 input and
+  output channels and BatchNorm: 11,383,427 parameters (tested).
+
+  Attributes:
+    out_channels: channels of the generated image.
+    ngf: width of the first conv.
+    n_blocks: residual blocks (9 or 6 in the official code).
+    norm: 'batch' (pix2pix) or 'instance' (CycleGAN: non-affine, no running
+      statistics, eps 1e-5).
+    use_dropout: dropout 0.5 inside every block (pix2pix: on).
+    dtype: compute dtype; params and BN statistics stay float32.
+  """
+  out_channels: int = 3
+  ngf: int = 64
+  n_blocks: int = 9
+  norm: str = 'batch'
+  use_dropout: bool = True
+  dropout_rate: float = 0.5
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, *, train: bool) -> Array:
+    """x: [B, H, W, C], H and W divisible by 4 -> [B, H, W, out] in [-1, 1]
+    (compute dtype); train as UNetGenerator's (batch statistics, dropout)."""
+    if self.norm not in RESNET_NORMS:
+      raise ValueError(f'norm={self.norm!r}: use one of {RESNET_NORMS}')
+    if x.shape[1] % 4 or x.shape[2] % 4:
+      raise ValueError(f'H and W must be divisible by 4, got {x.shape}')
+    bias = self.norm == 'instance'
+    kw = dict(dtype=self.dtype, kernel_init=layers.normal_init(INIT_STD),
+              bias_init=nn.initializers.zeros)
+    conv = functools.partial(layers.torch_conv, use_bias=bias, **kw)
+
+    def norm(name):
+      if self.norm == 'instance':
+        return nn.InstanceNorm(epsilon=layers.BN_EPSILON, use_scale=False,
+                               use_bias=False, dtype=self.dtype, name=name)
+      return layers.batch_norm(use_running_average=not train,
+                               dtype=self.dtype,
+                               scale_init=layers.bn_scale_init(INIT_STD),
+                               name=name)
+
+    k = RESNET_KERNEL_IO
+    h = conv(self.ngf, k, name='conv_in')(_reflect(x, k // 2))
+    h = nn.relu(norm('norm_in')(h))
+    for i in range(RESNET_DOWNSAMPLING):
+      h = conv(self.ngf * 2**(i + 1), 3, stride=2, padding=1,
+               name=f'down_{i}')(h)
+      h = nn.relu(norm(f'down_norm_{i}')(h))
+    width = self.ngf * 2**RESNET_DOWNSAMPLING
+    for b in range(self.n_blocks):
+      r = conv(width, 3, name=f'block_{b}_conv_0')(_reflect(h, 1))
+      r = nn.relu(norm(f'block_{b}_norm_0')(r))
+      if self.use_dropout:
+        r = nn.Dropout(self.dropout_rate, deterministic=not train)(r)
+      r = conv(width, 3, name=f'block_{b}_conv_1')(_reflect(r, 1))
+      h = h + norm(f'block_{b}_norm_1')(r)
+    for i in reversed(range(RESNET_DOWNSAMPLING)):
+      h = layers.torch_conv_transpose(
+          self.ngf * 2**i, 3, 2, 1, output_padding=1, use_bias=bias,
+          name=f'up_{i}', **kw)(h)
+      h = nn.relu(norm(f'up_norm_{i}')(h))
+    h = layers.torch_conv(self.out_channels, k, use_bias=True, name='conv_out',
+                          **kw)(_reflect(h, k // 2))
+    return jnp.tanh(h)

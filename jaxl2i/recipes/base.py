@@ -17,6 +17,12 @@ The step calls, per iteration and in the recipe's `order`:
 gradient is pulled back through `generate` — with `share_fake` this reuses the
 one forward pass the D update saw (LAMA, pix2pix); otherwise G is run again
 (SPADE, Layout2Im; a ('d', 'g') recipe reruns it through `regenerate`).
+
+With `n_critic > 1` (WGAN-GP) the training batch is [n_critic, B, ...]: the
+step runs n_critic D updates under `lax.scan`, each on its own real batch
+and a fresh fake, then one G update with a fresh fake (regenerated; needs
+order ('d', 'g') and no `share_fake`). The recipe's functions always see
+ordinary [B, ...] batches.
 """
 
 from __future__ import annotations
@@ -53,6 +59,11 @@ class Recipe:
   # Static traits read by the trainer.
   order: tuple[str, ...] = ('d', 'g')   # ('d','g'), ('g','d') or ('g',)
   share_fake: bool = False              # reuse D's fake for the G update
+  n_critic: int = 1                     # D updates per G update (WGAN-GP 5)
+  # Generates from noise alone (no conditioning input): grids have no input
+  # column and jaxl2i.generate samples `sample_noise` instead of reading a
+  # layout or label map.
+  unconditional: bool = False
 
   def __init__(self, config: ml_collections.ConfigDict, meta):
     """config: the experiment config; meta: jaxl2i.data DatasetMeta."""
@@ -132,9 +143,25 @@ class Recipe:
     """The grid's last column: the real output as uint8 [B,H,W,3]."""
     return batch['image']
 
-  def grid_inputs(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-    """The conditioning input of a host batch as uint8 [B,H,W,3] pictures."""
+  def grid_inputs(self, batch: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The conditioning input of a host batch as uint8 [B,H,W,3] pictures;
+    None (no input column) for unconditional recipes."""
+    if self.unconditional:
+      return None
     return visualize.colorize_labels(batch['label'], self.meta.num_classes)
+
+  def sample_noise(self, g_variables: PyTree, num: int,
+                   key: jax.Array) -> dict[str, jax.Array]:
+    """Unconditional recipes: `num` (static) eval-mode samples from noise.
+
+    Returns:
+      {'image': float32 [num,H,W,3] in [-1,1]} and, for models generating
+      label maps, {'label': int32 [num,H,W]} (the picture is then the
+      colourised map; jaxl2i.generate renders the labels with a label-map
+      run).
+    """
+    raise NotImplementedError(
+        f'{type(self).__name__} is not an unconditional recipe')
 
 
 def image_to_float(image: jax.Array) -> jax.Array:

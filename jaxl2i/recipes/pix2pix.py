@@ -6,11 +6,13 @@ Facts: reference/spade_pix2pix.md Part B (official PyTorch port
   G: BCE(D(A, G(A)), 1) + λ_L1·mean|G(A) − B|, λ_L1 = 100.
 D is updated first, then G on the same fake (share_fake).
 
-config.model: ngf, ndf, num_downs, n_layers_d, use_dropout, dropout_rate,
-  input ('onehot': one-hot label map [+ instance edges with `edges`],
-  'color': the colourised label map in [-1,1] as pix2pix's Cityscapes A
-  images), edges (bool), sample_train_mode (paper: test with dropout on and
-  batch statistics).
+config.model: netG ('unet' (default; num_downs levels), 'resnet_9blocks'
+  or 'resnet_6blocks' (the official --netG names; `norm` 'batch' as pix2pix
+  or 'instance')), ngf, ndf, num_downs, n_layers_d, use_dropout,
+  dropout_rate, input ('onehot': one-hot label map [+ instance edges with
+  `edges`], 'color': the colourised label map in [-1,1] as pix2pix's
+  Cityscapes A images), edges (bool), sample_train_mode (paper: test with
+  dropout on and batch statistics).
 config.loss: gan ('vanilla'), l1 (100.0).
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxl2i import config_lib
 from jaxl2i import losses
 from jaxl2i import visualize
 from jaxl2i.models import pix2pix as models
@@ -33,14 +36,27 @@ class Recipe(base.Recipe):
 
   def build(self):
     m = self.config.model
-    g = models.UNetGenerator(
-        out_channels=3, ngf=m.ngf, num_downs=m.num_downs,
-        use_dropout=m.use_dropout, dropout_rate=m.dropout_rate,
-        dtype=self.dtype)
+    g = self.build_generator(m)
     d = models.PatchDiscriminator(ndf=m.ndf, n_layers=m.n_layers_d,
                                   dtype=self.dtype)
     self.gan_d, self.gan_g = losses.gan_losses(self.config.loss.gan)
     return g, d
+
+  def build_generator(self, m):
+    net = m.get('netG', 'unet')
+    if net == 'unet':
+      return models.UNetGenerator(
+          out_channels=3, ngf=m.ngf, num_downs=m.num_downs,
+          use_dropout=m.use_dropout, dropout_rate=m.dropout_rate,
+          dtype=self.dtype)
+    blocks = {'resnet_9blocks': 9, 'resnet_6blocks': 6}
+    if net not in blocks:
+      raise config_lib.ConfigError(f'config.model.netG={net!r}: use unet, '
+                                   f'{", ".join(blocks)}')
+    return models.ResnetGenerator(
+        out_channels=3, ngf=m.ngf, n_blocks=blocks[net],
+        norm=m.get('norm', 'batch'), use_dropout=m.use_dropout,
+        dropout_rate=m.dropout_rate, dtype=self.dtype)
 
   # --- inputs ------------------------------------------------------------
 

@@ -104,6 +104,67 @@ class TorchPatchGAN(tnn.Module):
     return self.convs[-1](h)
 
 
+class TorchResnetGenerator(tnn.Module):
+  """networks.py ResnetGenerator with BatchNorm (use_bias False inside)."""
+
+  def __init__(self, in_ch, out_ch, ngf, n_blocks):
+    super().__init__()
+    bn = tnn.BatchNorm2d
+    layers_ = [tnn.ReflectionPad2d(3), tnn.Conv2d(in_ch, ngf, 7, bias=False),
+               bn(ngf), tnn.ReLU(True)]
+    for i in range(2):
+      m = 2**i
+      layers_ += [tnn.Conv2d(ngf * m, ngf * m * 2, 3, 2, 1, bias=False),
+                  bn(ngf * m * 2), tnn.ReLU(True)]
+    self.head = tnn.Sequential(*layers_)
+    w = ngf * 4
+    self.blocks = tnn.ModuleList([tnn.Sequential(
+        tnn.ReflectionPad2d(1), tnn.Conv2d(w, w, 3, bias=False), bn(w),
+        tnn.ReLU(True), tnn.ReflectionPad2d(1), tnn.Conv2d(w, w, 3,
+                                                           bias=False),
+        bn(w)) for _ in range(n_blocks)])
+    tail = []
+    for i in range(2):
+      m = 2**(2 - i)
+      tail += [tnn.ConvTranspose2d(ngf * m, ngf * m // 2, 3, 2, 1, 1,
+                                   bias=False), bn(ngf * m // 2),
+               tnn.ReLU(True)]
+    tail += [tnn.ReflectionPad2d(3), tnn.Conv2d(ngf, out_ch, 7), tnn.Tanh()]
+    self.tail = tnn.Sequential(*tail)
+
+  def forward(self, x):
+    h = self.head(x)
+    for block in self.blocks:
+      h = h + block(h)
+    return self.tail(h)
+
+
+def resnet_variables(net):
+  """Flax variables of a TorchResnetGenerator (names of ResnetGenerator)."""
+  params, stats = {}, {}
+  head = [m for m in net.head if isinstance(m, (tnn.Conv2d, tnn.BatchNorm2d))]
+  names = ['conv_in', 'norm_in', 'down_0', 'down_norm_0', 'down_1',
+           'down_norm_1']
+  for name, m in zip(names, head):
+    if isinstance(m, tnn.BatchNorm2d):
+      _bn(m, params, stats, name)
+    else:
+      params[name] = _conv(m)
+  for b, block in enumerate(net.blocks):
+    convs = [m for m in block if isinstance(m, tnn.Conv2d)]
+    bns = [m for m in block if isinstance(m, tnn.BatchNorm2d)]
+    for j in range(2):
+      params[f'block_{b}_conv_{j}'] = _conv(convs[j])
+      _bn(bns[j], params, stats, f'block_{b}_norm_{j}')
+  tail = [m for m in net.tail if isinstance(
+      m, (tnn.ConvTranspose2d, tnn.Conv2d, tnn.BatchNorm2d))]
+  for i, (conv, bn) in zip((1, 0), (tail[0:2], tail[2:4])):
+    params[f'up_{i}'] = _conv(conv, transpose=True)
+    _bn(bn, params, stats, f'up_norm_{i}')
+  params['conv_out'] = _conv(tail[4])
+  return {'params': params, 'batch_stats': stats}
+
+
 def _randomise(net, seed):
   """Random weights everywhere, incl. BN affine and running statistics."""
   gen = torch.Generator().manual_seed(seed)
@@ -268,3 +329,24 @@ def test_patchgan_matches_torch(train):
     counts = {f'norm_{i}': batch * s * s for i, s in sizes.items()}
     _check_running_stats(
         bns, new['batch_stats'], variables['batch_stats'], counts)
+
+
+@pytest.mark.parametrize('train', [True, False])
+def test_resnet_generator_matches_torch(train):
+  """Reflection pads, output_padding=1 transposed convs, residual blocks."""
+  net = TorchResnetGenerator(4, 3, ngf=4, n_blocks=2)
+  _randomise(net, seed=6)
+  variables = resnet_variables(net)
+  x = torch.randn(2, 4, 16, 12, generator=torch.Generator().manual_seed(7))
+  xj = jnp.asarray(_nhwc(x))
+  g = pix2pix.ResnetGenerator(out_channels=3, ngf=4, n_blocks=2,
+                              use_dropout=False)
+  _check_structure(g, variables, xj)
+  net.train(train)
+  with torch.no_grad():
+    want = _nhwc(net(x))
+  got, _ = g.apply(variables, xj, train=train, mutable=['batch_stats'])
+  assert got.shape == want.shape == (2, 16, 12, 3)
+  diff = _max_diff(got, want)
+  assert diff < TOL, diff
+  assert np.std(want) > 0.1
