@@ -28,7 +28,7 @@ demo: $(BASE)
 	$(BIN)/python -m jaxl2i.main --config=$(CONFIG) --workdir=$(WORKDIR)
 
 test: $(TEST)
-	$(BIN)/python -m pytest -n 2 tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile tests
 
 clean:
 	rm -rf $(VENV) runs

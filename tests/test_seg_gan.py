@@ -1,8 +1,9 @@
 """Segmentation-mask WGAN-GP: networks, penalty, patches, inversion, configs.
 
-The one-step training check of configs/synthetic_seg_gan.py:tiny is in
-tests/test_train_step.py; the two-stage pipeline (train, render, evaluate,
-generate, interpolate) in tests/test_two_stage.py.
+The one-hot map model with nearest upsampling (configs/synthetic_seg_gan.py:
+tiny) is trained by the real loop in tests/test_two_stage.py, with the
+two-stage pipeline (render, evaluate, generate, interpolate); every Table 1
+variant and DCGAN* take a step here.
 """
 
 import dataclasses
@@ -319,6 +320,44 @@ def test_n_critic_step_is_n_critic_d_updates_then_g():
   for a, b_ in zip(jax.tree.leaves(d_only.d.params),
                    jax.tree.leaves(new.d.params)):
     np.testing.assert_allclose(a, b_, rtol=1e-6)
+
+
+# Table 1's (encoding, upsampling) pairs; coarse and fine differ in data only.
+TABLE1_MODELS = sorted({(e, u) for _, e, u, _ in
+                        config_lib.load_module(CITYSCAPES).TABLE1})
+
+
+@pytest.mark.parametrize('path,arg', [
+    (CITYSCAPES, f'tiny,encoding={e},upsample={u}') for e, u in TABLE1_MODELS
+] + [(DCGAN_IMAGES, 'tiny')], ids=[f'{e}_{u}' for e, u in TABLE1_MODELS] + [
+    'dcgan_images'])
+def test_every_paper_variant_takes_a_wgan_gp_step(path, arg):
+  """Table 1's six variants and DCGAN* through the shared step: n_critic
+  stacked real batches, finite losses, G and D move. A fine variant is its
+  coarse variant on other data (checked), so each pair steps once."""
+  c = config_lib.load(path, arg)
+  if path == CITYSCAPES:
+    fine = config_lib.load(path, arg + ',annot=fine')
+    assert fine.data.name == 'cityscapes_maps/fine'
+    fine.data, coarse = c.data, c.copy_and_resolve_references()
+    assert fine.to_dict() == coarse.to_dict()
+  recipe = base.get_recipe(c, CITYSCAPES_META)
+  tx_g, tx_d = (state_lib.make_optimizer(c, n)[0] for n in ('g', 'd'))
+  host = fakes.batch(c.batch_size, c.model.resolution)
+  one = {k: host[k] for k in ('label', 'image')}
+  s = state_lib.init_state(jax.random.key(0), recipe, one, tx_g, tx_d,
+                           c.ema.decay)
+  stacked = jax.tree.map(lambda x: np.stack([x] * recipe.n_critic), one)
+  step = jax.jit(step_lib.make_train_step(
+      recipe, tx_g, tx_d, c.ema.decay,
+      unroll_critic=c.optim.unroll_critic))
+  new, metrics = step(s, stacked, {})
+  metrics = jax.device_get(metrics)
+  assert all(np.isfinite(v) for v in metrics.values()), metrics
+  assert {'d/loss', 'g/loss'} <= set(metrics)
+  for before, after in ((s.g.params, new.g.params), (s.d.params, new.d.params)):
+    assert any(not np.array_equal(a, b) for a, b in
+               zip(jax.tree.leaves(before), jax.tree.leaves(after)))
 
 
 def test_n_critic_needs_order_d_g_without_shared_fake():
