@@ -79,11 +79,7 @@ def shrink(c) -> None:
   c.loss.auto_lambda_epochs = 1.0
   c.loss.vgg_allow_random = True
   c.batch_size = 2
-  c.total_steps = 4
-  c.total_epochs = 0
-  c.log_every = c.image_every = c.ckpt_every = 2
-  c.data.shuffle_buffer = 16
-  config_lib.shrink_evals(c, every=4)
+  config_lib.smoke_run(c, steps=4)
 
 
 def get_config(arg=None):

@@ -49,12 +49,8 @@ def shrink(c) -> None:
   c.model.z_dim = c.model.embed_dim = 8
   c.model.mask_hidden = 8
   c.batch_size = 8
-  c.total_steps = 4
-  c.total_epochs = 0
   c.optim.d_only_steps = min(c.optim.d_only_steps, 1)
-  c.log_every = c.image_every = c.ckpt_every = 2
-  c.data.shuffle_buffer = 16
-  config_lib.shrink_evals(c, every=4)
+  config_lib.smoke_run(c, steps=4)
 
 
 def layout_pp(res: int, max_objects: int, train: bool,

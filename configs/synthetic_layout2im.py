@@ -71,11 +71,7 @@ def shrink(c) -> None:
   c.data.pp_train, c.data.pp_eval = resize(c.data.pp_train), resize(
       c.data.pp_eval)
   c.batch_size = 8
-  c.total_steps = 4
-  c.total_epochs = 0
-  c.log_every = c.image_every = c.ckpt_every = 2
-  c.data.shuffle_buffer = 16
-  config_lib.shrink_evals(c, every=4)
+  config_lib.smoke_run(c, steps=4)
 
 
 def get_config(arg=None):

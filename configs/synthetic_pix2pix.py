@@ -58,9 +58,6 @@ def get_config(arg=None):
   if arg.tiny:
     c.model.ngf = c.model.ndf = 8
     c.model.n_layers_d = 2
-    c.total_steps = 4
     c.optim.decay_start = 2
-    c.log_every = c.image_every = c.ckpt_every = 2
-    c.data.shuffle_buffer = 16
-    config_lib.shrink_evals(c, every=4)
+    config_lib.smoke_run(c, steps=4)
   return c

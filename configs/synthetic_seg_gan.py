@@ -76,9 +76,6 @@ def get_config(arg=None):
     c.model.d_widths = (8, 8)           # 16×16 patches, 4 per map
     c.model.z_dim = 8
     c.batch_size = 8
-    c.total_steps = 2
-    c.log_every = c.image_every = c.ckpt_every = 2
-    c.data.shuffle_buffer = 16
     c.optim.unroll_critic = False   # one scan body: quicker to compile
-    config_lib.shrink_evals(c, every=2)
+    config_lib.smoke_run(c, steps=2)
   return c

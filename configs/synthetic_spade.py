@@ -60,12 +60,8 @@ def shrink(c) -> None:
   m.n_layers_d = 3
   c.loss.vgg_allow_random = True
   c.batch_size = 8
-  c.total_steps = 4
-  c.total_epochs = 0
   c.optim.decay_start = 2
-  c.log_every = c.image_every = c.ckpt_every = 2
-  c.data.shuffle_buffer = 16
-  config_lib.shrink_evals(c, every=4)
+  config_lib.smoke_run(c, steps=4)
 
 
 def get_config(arg=None):

@@ -217,6 +217,17 @@ def evaluator(type: str, **overrides: Any) -> ml_collections.ConfigDict:  # pyli
   return ml_collections.ConfigDict({'type': type, **known, **overrides})
 
 
+def smoke_run(config: ml_collections.ConfigDict, steps: int) -> None:
+  """The run of a `:tiny` smoke variant: `steps` steps (no epoch count),
+  logs, grids and checkpoints every 2 steps, a 16-example shuffle buffer and
+  the evaluators at the last step (`shrink_evals`)."""
+  config.total_steps = steps
+  config.total_epochs = 0
+  config.log_every = config.image_every = config.ckpt_every = 2
+  config.data.shuffle_buffer = 16
+  shrink_evals(config, every=steps)
+
+
 def shrink_evals(config: ml_collections.ConfigDict, every: int,
                  num_samples: int = 8) -> None:
   """Evaluators of a `:tiny` smoke variant: a few samples, one batch, and
