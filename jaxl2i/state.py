@@ -131,6 +131,17 @@ def init_state(key: jax.Array, recipe, batch: PyTree,
   """
   k_init, k_run = jax.random.split(key)
   g_vars, d_vars = recipe.init(k_init, batch)
+  return state_from_variables(k_run, g_vars, d_vars, tx_g, tx_d, ema_decay)
+
+
+def state_from_variables(key: jax.Array, g_vars: PyTree, d_vars: PyTree | None,
+                         tx_g: optax.GradientTransformation,
+                         tx_d: optax.GradientTransformation | None,
+                         ema_decay: float) -> GanState:
+  """A step-0 state around given G / D variables (fresh optimizer states).
+
+  key: the typed key the training steps draw from (stored as key data).
+  """
   g_params, g_state = split_variables(g_vars)
   g = Net(g_params, g_state, tx_g.init(g_params))
   d = None
@@ -139,7 +150,7 @@ def init_state(key: jax.Array, recipe, batch: PyTree,
     d = Net(d_params, d_state, tx_d.init(d_params))
   ema = jax.tree.map(jnp.copy, g_params) if ema_decay > 0 else None
   return GanState(step=jnp.zeros((), jnp.int32),
-                  key=jax.random.key_data(k_run), g=g, d=d, ema_g=ema)
+                  key=jax.random.key_data(key), g=g, d=d, ema_g=ema)
 
 
 def count_params(tree: PyTree) -> int:

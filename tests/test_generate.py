@@ -6,12 +6,10 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 import pytest
 
-from jaxl2i import checkpointing
 from jaxl2i import config_lib
 from jaxl2i import generate
 from jaxl2i import parallel
@@ -19,6 +17,8 @@ from jaxl2i import state as state_lib
 from jaxl2i import train
 from jaxl2i import visualize
 from jaxl2i.data import pipeline
+
+import fakes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # synthetic_scenes: 1 sky .. 5 floor, 6 ball, 7 box, 8 tree, 9 house, 10 car.
@@ -49,34 +49,27 @@ def _workdir(path, config, data_dir, pp_eval=None):
 
 
 def _trained(path, config, data_dir, g_only=False):
-  """The same plus a checkpoint (step 1) of the freshly initialised state.
+  """The same plus a checkpoint (step 1) of a step-0 state.
 
-  g_only: a state without D (as recipes with order ('g',) have), built from
-  the recipe's G alone: LAMA's D doubles the init compile time.
+  Variables are filled (fakes.filled: no initialiser compiles).
+  g_only: a state without D (as recipes with order ('g',) have).
   """
   config.data.data_dir = data_dir
   setup = train.Setup(config)
   host = next(train.train_batches(config, 0))
+  recipe, key = setup.recipe, jax.random.key(config.seed)
   if g_only:
-    recipe, key = setup.recipe, jax.random.key(config.seed)
     b = {k: host[k][:1] for k in ('boxes', 'classes', 'objects_mask')}
-    init = jax.jit(lambda key, b: recipe.g.init(
+    shapes = jax.eval_shape(lambda key, b: recipe.g.init(
         {'params': key, 'noise': key}, *recipe.latents(key, b), b['boxes'],
-        b['classes'], b['objects_mask'], train=False))
-    params, g_state = state_lib.split_variables(init(key, b))
-    state = state_lib.GanState(
-        step=jnp.zeros((), jnp.int32), key=jax.random.key_data(key),
-        g=state_lib.Net(params, g_state, setup.tx_g.init(params)), d=None,
-        ema_g=None)
+        b['classes'], b['objects_mask'], train=False), key, b)
+    state = state_lib.state_from_variables(key, fakes.filled(shapes), None,
+                                           setup.tx_g, None, 0.0)
   else:
-    state = setup.init(parallel.to_global(host, setup.mesh))
-  ckpt = checkpointing.Checkpointer(str(path), every=1, keep=1,
-                                    asynchronous=False)
-  ckpt.save(1, state, force=True)
-  ckpt.close()
-  config_lib.write_json(config, str(path))
-  pipeline.save_meta(setup.meta, str(path))
-  return str(path)
+    state = recipe.after_init(fakes.filled_state(
+        recipe, parallel.to_global(host, setup.mesh), setup.tx_g, setup.tx_d,
+        config.ema.decay, config.seed))
+  return fakes.save_workdir(path, state, config, setup.meta)
 
 
 @pytest.fixture(scope='module')

@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxl2i import checkpointing
 from jaxl2i import config_lib
 from jaxl2i import generate
 from jaxl2i import state as state_lib
@@ -18,7 +17,6 @@ from jaxl2i.models import layout2im as l2i
 from jaxl2i.recipes import base
 
 import fakes
-from test_models_layout2im import fill_variables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,7 +36,7 @@ def tiny():
   recipe = base.get_recipe(c, meta)
   batch = fakes.batch(2, 32, seed=0)
   shapes = jax.eval_shape(recipe.init, jax.random.key(0), batch)
-  g_vars, d_vars = fill_variables(shapes)
+  g_vars, d_vars = fakes.filled(shapes)
   return recipe, batch, g_vars, d_vars, c, meta
 
 
@@ -182,12 +180,8 @@ def stepped(tiny):
   recipe, _, g_vars, d_vars, c, _ = tiny
   tx_g, _ = state_lib.make_optimizer(c, 'g')
   tx_d, _ = state_lib.make_optimizer(c, 'd')
-  net = lambda tx, v: state_lib.Net(*state_lib.split_variables(v),
-                                    tx.init(v['params']))
-  state0 = state_lib.GanState(
-      step=jnp.zeros((), jnp.int32),
-      key=jax.random.key_data(jax.random.key(0)), g=net(tx_g, g_vars),
-      d=net(tx_d, d_vars), ema_g=None)
+  state0 = state_lib.state_from_variables(jax.random.key(0), g_vars, d_vars,
+                                          tx_g, tx_d, c.ema.decay)
   step = step_lib.make_train_step(recipe, tx_g, tx_d, c.ema.decay)
   traces = []
   jitted = jax.jit(lambda *a: (traces.append(1), step(*a))[1])
@@ -217,13 +211,8 @@ def run(tmp_path_factory, tiny, stepped):
   """A workdir with the checkpoint of the first step."""
   meta = tiny[-1]
   c, (_, s1, _, _), _ = stepped
-  workdir = str(tmp_path_factory.mktemp('l2i_run'))
-  ckpt = checkpointing.Checkpointer(workdir, every=1, keep=1,
-                                    asynchronous=False)
-  ckpt.save(1, s1, force=True)
-  ckpt.close()
-  config_lib.write_json(c, workdir)
-  pipeline.save_meta(meta, workdir)
+  workdir = fakes.save_workdir(tmp_path_factory.mktemp('l2i_run'), s1, c,
+                               meta)
   return workdir
 
 

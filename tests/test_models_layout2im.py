@@ -28,32 +28,6 @@ def _count(tree) -> int:
   return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
 
 
-def fill_variables(shapes, seed=0):
-  """Well-scaled numpy values in the structure of `shapes` (no RNG compile):
-  kernels N(0, 1/fan_in), CBN tables γ ≈ 1 / β ≈ 0, BN scale/var 1, mean 0,
-  everything else N(0, 0.1²)."""
-  rng = np.random.default_rng(seed)
-
-  def fill(path, s):
-    name = str(path[-1].key)
-    if name in ('scale', 'var'):
-      return jnp.ones(s.shape, s.dtype)
-    if name == 'mean':
-      return jnp.zeros(s.shape, s.dtype)
-    if name == 'embed':   # CBN: [classes, 2C]
-      c = s.shape[-1] // 2
-      x = 0.1 * rng.standard_normal(s.shape)
-      x[:, :c] += 1.0
-      return jnp.asarray(x, s.dtype)
-    if name == 'kernel':
-      fan_in = math.prod(s.shape[:-1])
-      return jnp.asarray(rng.standard_normal(s.shape) / math.sqrt(fan_in),
-                         s.dtype)
-    return jnp.asarray(0.1 * rng.standard_normal(s.shape), s.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, shapes)
-
-
 # ------------------------------------------------------------- ConvLSTM ----
 def _np_conv_same(x, kernel, bias):
   """x [H, W, C] * kernel [k, k, C, O] with zero padding k // 2, float64."""
@@ -91,7 +65,7 @@ def test_conv_lstm_matches_numpy_and_skips_padded_steps():
   valid = np.array([[1, 1, 1, 1, 1], [1, 0, 1, 1, 0], [1, 1, 0, 0, 0]],
                    bool)
   model = layers.ConvLSTM(hidden, kernel=3)
-  params = fill_variables(jax.eval_shape(model.init, jax.random.key(0), x,
+  params = fakes.filled(jax.eval_shape(model.init, jax.random.key(0), x,
                                          valid))
   fn = jax.jit(model.apply)
   out = np.asarray(fn(params, x, valid))
@@ -222,7 +196,7 @@ def generator():
                                         mutable=['batch_stats']))
   sample = jax.jit(lambda v, *a: g.apply(
       v, *a, method=l2i.Layout2ImGenerator.generate))
-  return g, fill_variables(shapes), train, sample
+  return g, fakes.filled(shapes), train, sample
 
 
 def test_padded_objects_do_not_change_the_generator(generator):

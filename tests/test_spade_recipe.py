@@ -16,7 +16,6 @@ from jaxl2i import parallel
 from jaxl2i import state as state_lib
 from jaxl2i import step as step_lib
 from jaxl2i import train
-from jaxl2i.data import pipeline
 from jaxl2i.recipes import base
 from jaxl2i.recipes import spade as spade_recipe
 
@@ -152,13 +151,7 @@ def _setup_and_batch(config):
 
 
 def _save(setup, state, config, workdir, step):
-  """A workdir as the trainer leaves it: checkpoint, config, meta."""
-  ckpt = checkpointing.Checkpointer(workdir, every=1, keep=1,
-                                    asynchronous=False)
-  ckpt.save(step, state, force=True)
-  ckpt.close()
-  config_lib.write_json(config, workdir)
-  pipeline.save_meta(setup.meta, workdir)
+  fakes.save_workdir(workdir, state, config, setup.meta, step)
 
 
 @pytest.fixture(scope='module')
@@ -177,23 +170,17 @@ def two_stages(tmp_path_factory):
   s1, b1 = _setup_and_batch(c1)
   # Stage 1's weights only need to exist: random normals of its state's
   # shapes (no init compile).
-  shapes = jax.eval_shape(s1.init_fn, jax.random.key(0), b1)
-  rng = np.random.default_rng(0)
-
-  def fill(path, x):
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-      return jnp.zeros(x.shape, x.dtype)
-    if jax.tree_util.keystr(path).endswith("['var']"):   # BN variances
-      return jnp.ones(x.shape, x.dtype)
-    return jnp.asarray(rng.normal(0, 0.05, x.shape).astype(x.dtype))
-
-  s1_state = jax.tree_util.tree_map_with_path(fill, shapes)
+  s1_state = fakes.filled_state(s1.recipe, b1, s1.tx_g, s1.tx_d,
+                                c1.ema.decay)
   _save(s1, s1_state, c1, str(root / 's1'), 4)
   c2 = _config('synthetic_depth_spade.py', 'stage=2,tiny')
   c2.data.data_dir = data_dir
   c2.model.stage1_workdir = str(root / 's1')
   s2, b2 = _setup_and_batch(c2)
-  before = s2.init(b2)
+  # As train.Setup.init, from filled variables (no init compile), then the
+  # recipe's after_init, which installs the stage-1 generator.
+  before = jax.device_put(s2.recipe.after_init(fakes.filled_state(
+      s2.recipe, b2, s2.tx_g, s2.tx_d, c2.ema.decay)), s2.rep)
   step = jax.jit(step_lib.make_train_step(s2.recipe, s2.tx_g, s2.tx_d,
                                           c2.ema.decay))
   frozen = jax.device_put(s2.recipe.frozen_params(), s2.rep)

@@ -1,5 +1,6 @@
 """The training loop's guards: NaN stop, SIGTERM save, per-group rates."""
 
+import logging
 import os
 import signal
 
@@ -58,7 +59,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(
   assert os.listdir(tmp_path / 'checkpoints') == ['2']
 
 
-def test_sigterm_saves_and_stops(data_dir, tmp_path, monkeypatch):
+def test_sigterm_saves_and_stops_and_a_rerun_resumes(data_dir, tmp_path,
+                                                     monkeypatch, caplog):
   def preempt_at_3(state, metrics):
     jax.debug.callback(
         lambda s: os.kill(os.getpid(), signal.SIGTERM) if s == 3 else None,
@@ -71,6 +73,14 @@ def test_sigterm_saves_and_stops(data_dir, tmp_path, monkeypatch):
   train.train_and_evaluate(c, str(tmp_path))
   steps = sorted(int(s) for s in os.listdir(tmp_path / 'checkpoints'))
   assert steps and 3 <= steps[-1] < 10, steps   # stopped early, saved
+
+  # Run again, as a user reruns the command: it continues from that
+  # checkpoint instead of starting over, up to total_steps.
+  c.total_steps = steps[-1] + 2
+  with caplog.at_level(logging.INFO):
+    train.train_and_evaluate(c, str(tmp_path))
+  assert f'resumed from step {steps[-1]}' in caplog.text
+  assert str(steps[-1] + 2) in os.listdir(tmp_path / 'checkpoints')
 
 
 def test_parameter_groups_get_their_own_rate():

@@ -80,8 +80,13 @@ class Setup:
                                 self.config.ema.decay)
 
   def init(self):
-    return jax.jit(self.init_fn, out_shardings=self.rep)(
-        jax.random.key(self.config.seed), self.batch(0))
+    """A step-0 state of filled variables (fakes.filled_state): compiling
+    the recipes' initialisers would cost more than their steps; the real
+    init runs in the trainer tests (test_train_loop.py, test_main.py)."""
+    state = fakes.filled_state(self.recipe, self.batch(0), self.tx_g,
+                               self.tx_d, self.config.ema.decay,
+                               self.config.seed)
+    return jax.device_put(state, self.rep)
 
   def run(self, state, first, last):
     metrics = None
@@ -249,11 +254,9 @@ def test_d_then_g_rerun_gets_the_same_key_and_a_fresh_one():
   recipe = _NoiseRecipe(ml_collections.ConfigDict({'dtype': 'float32'}),
                         fakes.FakeMeta())
   tx = optax.sgd(0.1)
-  net = lambda p: state_lib.Net(p, {}, tx.init(p))
-  state = state_lib.GanState(
-      step=jnp.zeros((), jnp.int32), key=jax.random.key_data(
-          jax.random.key(0)), g=net({'w': jnp.ones(())}),
-      d=net({'v': jnp.ones(())}), ema_g=None)
+  state = state_lib.state_from_variables(
+      jax.random.key(0), {'params': {'w': jnp.ones(())}},
+      {'params': {'v': jnp.ones(())}}, tx, tx, 0.0)
   _, m = jax.jit(step_lib.make_train_step(recipe, tx, tx, 0.0))(state, {}, {})
   assert float(m['d/x']) == float(m['g/x']) != 0.0
   assert float(m['g/fresh']) != float(m['g/x'])

@@ -29,6 +29,8 @@ from jaxl2i.evaluators import common
 from jaxl2i.evaluators import two_stage
 from jaxl2i.metrics import scene_segmenter
 
+import fakes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = 32
 
@@ -51,13 +53,7 @@ def renderer(tmp_path_factory, data_dir):
   setup = train.Setup(config)
   state = setup.init(parallel.to_global(
       next(train.train_batches(config, 0)), setup.mesh))
-  ckpt = checkpointing.Checkpointer(path, every=1, keep=1,
-                                    asynchronous=False)
-  ckpt.save(1, state, force=True)
-  ckpt.close()
-  config_lib.write_json(config, path)
-  pipeline.save_meta(setup.meta, path)
-  return path
+  return fakes.save_workdir(path, state, config, setup.meta)
 
 
 TRAINED = {}   # what the training fixture saw: metrics, traces of the step
