@@ -46,13 +46,16 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def renderer(tmp_path_factory, data_dir):
-  """A tiny pix2pix workdir with a checkpoint of its initial state."""
+  """A tiny pix2pix workdir with a checkpoint of a step-0 state (filled
+  variables: no initialiser compiles)."""
   path = str(tmp_path_factory.mktemp('p2p'))
   config = _load('synthetic_pix2pix.py')
   config.data.data_dir = data_dir
   setup = train.Setup(config)
-  state = setup.init(parallel.to_global(
-      next(train.train_batches(config, 0)), setup.mesh))
+  state = fakes.filled_state(
+      setup.recipe, parallel.to_global(next(train.train_batches(config, 0)),
+                                       setup.mesh),
+      setup.tx_g, setup.tx_d, config.ema.decay, config.seed)
   return fakes.save_workdir(path, state, config, setup.meta)
 
 
