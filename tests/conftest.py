@@ -61,24 +61,25 @@ def shared_dir():
   return SHARED
 
 
-# The files that take longest (cold, 2 cores, 2026-12), longest first: with
-# `--dist loadfile` a worker takes a whole file at a time, so handing out the
-# big ones first keeps one worker from finishing alone at the end.
-SLOW_FILES = ('test_train_step.py', 'test_spade_recipe.py',
-              'test_layout2im_recipe.py', 'test_lama_import.py',
-              'test_main.py', 'test_two_stage.py', 'test_seg_gan.py',
-              'test_multihost.py', 'test_config.py', 'test_models_lama.py',
-              'test_lostgan_v1_import.py', 'test_train_loop.py',
-              'test_spade_import.py', 'test_inception_parity.py',
-              'test_models_spade.py', 'test_generate.py',
-              'test_evaluators.py', 'test_fid_parity.py', 'test_colabs.py')
+# The longest tests (subprocess runs, Inception evaluations, 2048-d sqrtm)
+# go first, so that `pytest -n 2` spreads them over both workers instead of
+# leaving one of them to finish alone.
+SLOW_FIRST = ('test_main.py::test_train_writes_everything',
+              'test_train_step.py::test_one_step[synthetic_lama.py]',
+              'test_lama_import.py::test_cli_import',
+              'test_generate.py::',
+              'test_fid_parity.py::test_fid_end_to_end',
+              'test_colabs.py::', 'test_multihost.py::',
+              'test_evaluators.py::test_fid_of_a_perfect',
+              'test_evaluators.py::test_scene_fid_of_a_perfect',
+              'test_train_loop.py::')
 
 
 def pytest_collection_modifyitems(config, items):
   del config
 
-  def rank(item):   # position in SLOW_FILES; the rest keep their order
-    name = os.path.basename(item.nodeid.split('::')[0])
-    return SLOW_FILES.index(name) if name in SLOW_FILES else len(SLOW_FILES)
+  def rank(item):   # position in SLOW_FIRST; the rest keep their order
+    return next((i for i, s in enumerate(SLOW_FIRST) if s in item.nodeid),
+                len(SLOW_FIRST))
 
   items.sort(key=rank)
