@@ -94,8 +94,8 @@ def get_config(arg=None):
   c.model.resolution = 32
   c.model.crop_size = 16
   c.model.ch = 8
-  # A (16, 8, 8) fuser (4×4×8 numbers for a whole scene) gave one texture
-  # per scene type whatever the boxes; at 4×4 a 3×3 kernel sees it all.
+  # Wider than the first demo's (16, 8, 8), which left 4×4×8 numbers for a
+  # whole scene; on 4×4 maps a 3×3 kernel already sees the whole map.
   c.model.clstm_hidden = (32, 32, 32)
   c.model.clstm_kernel = 3
   c.model.z_dim = c.model.embed_dim = 16
