@@ -11,7 +11,9 @@ import os
 import sys
 
 os.environ['JAX_PLATFORMS'] = 'cpu'
-os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=4'
+# conftest's flags, but 4 devices (the last occurrence of a flag wins).
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+                           ' --xla_force_host_platform_device_count=4')
 
 import jax  # pylint: disable=g-import-not-at-top
 

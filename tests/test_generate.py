@@ -201,7 +201,8 @@ def test_label_map_errors(tmp_path, data_dir):
 def test_command_line_error_is_one_line(lama_dir, tmp_path):
   path = tmp_path / 'l.json'
   path.write_text(json.dumps({'objects': [_obj('cra')]}))
-  env = {**os.environ, 'XLA_FLAGS': '', 'JAX_PLATFORMS': 'cpu'}
+  env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'XLA_FLAGS': (
+      os.environ['XLA_FLAGS'] + ' --xla_force_host_platform_device_count=1')}
   r = subprocess.run(
       [sys.executable, '-m', 'jaxl2i.generate', f'--workdir={lama_dir}',
        f'--layout={path}', f'--out={tmp_path / "out"}'], cwd=ROOT, env=env,

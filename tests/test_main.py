@@ -17,7 +17,7 @@ def _run(*args, timeout=600):
 
 def _python(*args, timeout=600):
   env = dict(os.environ)
-  env['XLA_FLAGS'] = '--xla_force_host_platform_device_count=2'
+  env['XLA_FLAGS'] += ' --xla_force_host_platform_device_count=2'
   env['JAX_DISABLE_MOST_OPTIMIZATIONS'] = 'true'
   env['JAXL2I_OFFLINE'] = '1'
   return subprocess.run([sys.executable, *args], cwd=ROOT,

@@ -25,7 +25,6 @@ def _free_port():
 def test_two_processes_match_one(tmp_path):
   port, out = _free_port(), str(tmp_path / 'metrics.json')
   env = dict(os.environ)
-  env.pop('XLA_FLAGS', None)
   env['PYTHONPATH'] = os.pathsep.join(
       [os.path.dirname(HERE), HERE, env.get('PYTHONPATH', '')])
   procs = [subprocess.Popen(
