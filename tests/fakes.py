@@ -7,10 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxl2i import checkpointing
 from jaxl2i import config_lib
 from jaxl2i import state as state_lib
-from jaxl2i.data import pipeline
 
 NUM_CLASSES = 11
 
@@ -119,6 +117,12 @@ def filled_state(recipe, batch, tx_g, tx_d, ema_decay, seed=0):
 def save_workdir(workdir, state, config, meta, step=1):
   """A workdir as the trainer leaves it: the checkpoint of `step`,
   config.json and dataset_meta.json."""
+  # Imported here: the multi-host workers import this module and need
+  # neither orbax nor TensorFlow (~5 s of import each).
+  # pylint: disable=g-import-not-at-top
+  from jaxl2i import checkpointing
+  from jaxl2i.data import pipeline
+  # pylint: enable=g-import-not-at-top
   workdir = str(workdir)
   ckpt = checkpointing.Checkpointer(workdir, every=1, keep=1,
                                     asynchronous=False)

@@ -31,7 +31,10 @@ def _config(name='synthetic_spade.py', arg='tiny', **model):
 
 
 def _nets(recipe, batch, vgg=None):
-  g_vars, d_vars = recipe.init(jax.random.key(0), batch)
+  """Nets of filled variables (fakes.filled): SPADE's initialisers run
+  op by op would compile for ~17 s; these tests check losses and shapes."""
+  g_vars, d_vars = fakes.filled(
+      jax.eval_shape(recipe.init, jax.random.key(0), batch))
   g_params, g_state = state_lib.split_variables(g_vars)
   d_params, d_state = state_lib.split_variables(d_vars)
   nets = base.Nets(state_lib.Net(g_params, g_state, None),
@@ -104,20 +107,26 @@ def test_vae_encodes_the_real_image_and_adds_the_kld():
   batch = jax.tree.map(jnp.asarray, fakes.batch(2, 32))
   nets = _nets(recipe, batch)
   assert set(nets.g.params) == {'encoder', 'generator'}
-  out, g_state = recipe.generate(nets.g.params, nets, batch,
-                                 jax.random.key(1))
+
+  @jax.jit   # one compile instead of op-by-op dispatch
+  def compute(nets, batch):
+    out, g_state = recipe.generate(nets.g.params, nets, batch,
+                                   jax.random.key(1))
+    loss, (gm, _) = recipe.g_loss(out, nets, batch, None)
+    g_vars = {'params': nets.g.params, **nets.g.state}
+    styled = {**batch, 'style': base.image_to_float(batch['image'])}
+    samples = [recipe.sample(g_vars, b, jax.random.key(k))
+               for b, k in ((batch, 0), (batch, 1), (styled, 0))]
+    return out, g_state, loss, gm, samples
+
+  out, g_state, loss, gm, (a, b, s1) = compute(nets, batch)
   assert out['mu'].shape == out['logvar'].shape == (2, c.model.z_dim)
   assert set(g_state) == {'batch_stats', 'spectral'}
-  loss, (gm, _) = recipe.g_loss(out, nets, batch, None)
   np.testing.assert_allclose(
       gm['g/kld'], losses.kl_normal(out['mu'], out['logvar']), rtol=1e-6)
   np.testing.assert_allclose(
       loss, gm['g/gan'] + 10 * gm['g/feat'] + 0.05 * gm['g/kld'], rtol=1e-5)
-  g_vars = {'params': nets.g.params, **nets.g.state}
-  a, b = (recipe.sample(g_vars, batch, jax.random.key(k)) for k in (0, 1))
   assert float(jnp.abs(a - b).mean()) > 1e-4   # z ~ N(0, I) per key
-  styled = {**batch, 'style': base.image_to_float(batch['image'])}
-  s1 = recipe.sample(g_vars, styled, jax.random.key(0))
   assert float(jnp.abs(s1 - a).mean()) > 1e-4   # z from the style image
 
 
@@ -133,8 +142,8 @@ def test_depth_stage_one_targets_the_depth_map():
   # D sees labels (11) + edges + depth.
   assert nets.d.params['scale_0']['model0']['kernel'].shape[2] == 13
   g_vars = {'params': nets.g.params, **nets.g.state}
-  assert recipe.sample(g_vars, batch, jax.random.key(0)).shape == (2, 32, 32,
-                                                                   3)
+  assert jax.eval_shape(recipe.sample, g_vars, batch,
+                        jax.random.key(0)).shape == (2, 32, 32, 3)
   data = spade_recipe.Recipe(_config('synthetic_depth_spade.py',
                                      'stage=2,depth=data,tiny'),
                              fakes.FakeMeta())
