@@ -39,6 +39,9 @@ def layout2im_model(c) -> None:
   c.model.d_obj_ch = 64
   c.model.box_mask_nonempty = True   # data/coco_custom_mask.py's masks
   c.model.minmax_stretch = True      # imagenet_deprocess_batch(rescale=True)
+  # False: the z regression's gradients reach the crop encoder too, as in
+  # train.py; True: G only, as BicycleGAN's latent regression.
+  c.model.z_rec_fixed_encoder = False
   c.loss.img_adv = 1.0           # λ_img_adv
   c.loss.obj_adv = 1.0           # λ_obj_adv
   c.loss.obj_cls = 1.0           # λ_obj_cls

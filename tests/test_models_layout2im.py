@@ -229,6 +229,38 @@ def test_padded_objects_do_not_change_the_generator(generator):
   assert float(jnp.abs(clean['img_rec'] - clean['img_rand']).mean()) > 1e-3
 
 
+def test_latent_regression_reaches_the_encoder_unless_fixed(generator):
+  """The z regression's gradient reaches the crop encoder as in train.py;
+  with z_rec_fixed_encoder (BicycleGAN's) only the rest of G; outputs and
+  BN statistics are the same either way."""
+  g, variables, _, _ = generator
+  image = jnp.asarray(np.random.default_rng(4).standard_normal((2, 32, 32, 3)),
+                      jnp.float32)
+  boxes, classes, valid = _layout(3)
+  z = l2i.slot_normal(jax.random.key(7), (2, 3, 4))
+
+  def grads(fixed):
+    model = l2i.Layout2ImGenerator(**TINY, z_rec_fixed_encoder=fixed)
+
+    def loss(params):
+      out, st = model.apply({**variables, 'params': params}, image, boxes,
+                            classes, valid, z, train=True,
+                            rngs={'eps': jax.random.key(5)},
+                            mutable=['batch_stats'])
+      return jnp.abs(out['z_rand_rec'] - z)[valid].mean(), st
+
+    return jax.jit(jax.grad(loss, has_aux=True))(variables['params'])
+
+  norm = lambda t: float(sum(jnp.abs(x).sum() for x in jax.tree.leaves(t)))
+  (ref, st_ref), (fixed, st_fixed) = grads(False), grads(True)
+  assert norm(ref['crop_encoder']) > 1e-3
+  assert norm(fixed['crop_encoder']) == 0.0
+  for part in ('layout_encoder', 'decoder'):
+    np.testing.assert_allclose(norm(fixed[part]), norm(ref[part]), rtol=1e-4)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
+               st_fixed, st_ref)
+
+
 def test_layout_encoder_keeps_the_66_pixel_quirk():
   """c1 is a 1×1 conv with padding 1: 64 → 66 → 33 → 16 → 8 (reference)."""
   enc = l2i.LayoutEncoder(num_classes=184)

@@ -296,6 +296,7 @@ class Layout2ImGenerator(nn.Module):
   kernel: int = 5
   num_res: int = 6
   box_mask_nonempty: bool = True
+  z_rec_fixed_encoder: bool = False
   dtype: Dtype = jnp.float32
 
   def setup(self):
@@ -339,7 +340,18 @@ class Layout2ImGenerator(nn.Module):
     img_rec = self.decoder(h_rec, train=train)
     img_rand = self.decoder(h_rand, train=train)
     crops_rand = crop_boxes(img_rand, boxes, c)
-    z_rand_rec, _ = self._estimate(crops_rand, classes, valid, train)
+    if self.z_rec_fixed_encoder:
+      # BicycleGAN's latent regression (Zhu et al. 2017, Sec. 3.3): the
+      # regression on generated crops trains G only; the crop encoder's
+      # parameters are constants there (their batch statistics still move).
+      # Not the reference's (its gradients reach E too): a demo option.
+      estimate = nn.map_variables(
+          lambda mdl, *a: mdl._estimate(*a), 'params',
+          trans_in_fn=lambda v: jax.tree.map(jax.lax.stop_gradient, v),
+          mutable=False)
+      z_rand_rec, _ = estimate(self, crops_rand, classes, valid, train)
+    else:
+      z_rand_rec, _ = self._estimate(crops_rand, classes, valid, train)
     return dict(crops_real=crops_real, crops_rec=crop_boxes(img_rec, boxes, c),
                 crops_rand=crops_rand, img_rec=img_rec, img_rand=img_rand,
                 mu=mu, logvar=logvar, z_rand_rec=z_rand_rec)

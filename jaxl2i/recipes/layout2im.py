@@ -34,7 +34,9 @@ cast of `imagenet_deprocess_batch`).
 config.model: resolution (64), crop_size (32), ch (64), z_dim (64),
   embed_dim (64), clstm_hidden ((128, 64, 64)), clstm_kernel (5), num_res
   (6), d_img_ch (64: train.py passes embedding_dim), d_obj_ch (64),
-  box_mask_nonempty (True COCO loader, False VG loader), minmax_stretch.
+  box_mask_nonempty (True COCO loader, False VG loader), minmax_stretch,
+  z_rec_fixed_encoder (False: the reference; True: the latent regression
+  trains G only, as BicycleGAN's).
 config.loss: img_adv, obj_adv, obj_cls, img_rec, z_rec, kl.
 Batches: image, boxes, classes, objects_mask (`pad_objects`).
 """
@@ -101,6 +103,7 @@ class Recipe(base.Recipe):
         ch=m.ch, z_dim=m.z_dim, embed_dim=m.embed_dim,
         hidden=tuple(m.clstm_hidden), kernel=m.clstm_kernel,
         num_res=m.num_res, box_mask_nonempty=m.box_mask_nonempty,
+        z_rec_fixed_encoder=m.z_rec_fixed_encoder,
         dtype=self.dtype)
     d = l2i_d.Layout2ImDiscriminator(num_classes=nc, img_ch=m.d_img_ch,
                                      obj_ch=m.d_obj_ch, dtype=self.dtype)
