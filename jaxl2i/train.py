@@ -273,6 +273,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                              if s is not None})
         writer.write_scalars(step, last_metrics)
         pending, first_pending = [], step + 1
+      # Saved (asynchronously) before the grids and evaluations of the step,
+      # so that a SIGTERM or crash during a long evaluation loses nothing.
+      ckpt.save(step, state, force=stop or step == config.total_steps)
       if step % config.image_every == 0 or step == config.total_steps:
         grids(step, state)
       due = {n: e for n, e in evals.items() if step % e.every == 0 or
@@ -281,7 +284,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         eval_metrics, protocols = evaluators.run(due, state, step)
         writer.write_scalars(step, eval_metrics)
         evaluators.write_json(workdir, step, eval_metrics, protocols)
-      ckpt.save(step, state, force=stop)
       if stop:
         logging.warning('stopped at step %d after a preemption signal', step)
         break

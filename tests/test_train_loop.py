@@ -75,9 +75,18 @@ def test_sigterm_saves_and_stops_and_a_rerun_resumes(data_dir, tmp_path,
   assert steps and 3 <= steps[-1] < 10, steps   # stopped early, saved
 
   # Run again, as a user reruns the command: it continues from that
-  # checkpoint instead of starting over, up to total_steps.
+  # checkpoint instead of starting over, up to total_steps. The last step's
+  # image grid fails: its checkpoint is written before grids and evals.
   c.total_steps = steps[-1] + 2
-  with caplog.at_level(logging.INFO):
+
+  def failing_grid(self, step, state):
+    del self, state
+    if step == c.total_steps:
+      raise RuntimeError('grid failed')
+
+  monkeypatch.setattr(train._Grids, '__call__', failing_grid)  # pylint: disable=protected-access
+  with caplog.at_level(logging.INFO), pytest.raises(RuntimeError,
+                                                    match='grid failed'):
     train.train_and_evaluate(c, str(tmp_path))
   assert f'resumed from step {steps[-1]}' in caplog.text
   assert str(steps[-1] + 2) in os.listdir(tmp_path / 'checkpoints')
