@@ -284,6 +284,8 @@ class Layout2ImGenerator(nn.Module):
     hidden, kernel: ConvLSTM widths and kernel ((128, 64, 64), 5).
     num_res: residual blocks after the fuser (6).
     box_mask_nonempty: the COCO loader's ≥ 1-pixel box masks (`box_masks`).
+    z_rec_fixed_encoder: False (the reference): the latent regression on
+      generated crops trains the crop encoder too; True: G only.
     dtype: compute dtype; params, statistics and outputs float32.
   """
   num_classes: int
