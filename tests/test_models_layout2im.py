@@ -231,9 +231,9 @@ def test_padded_objects_do_not_change_the_generator(generator):
 
 def test_latent_regression_reaches_the_encoder_unless_fixed(generator):
   """The z regression's gradient reaches the crop encoder as in train.py;
-  with z_rec_fixed_encoder (BicycleGAN's) only the rest of G; outputs and
-  BN statistics are the same either way."""
-  g, variables, _, _ = generator
+  with z_rec_fixed_encoder (BicycleGAN's) only the rest of G, whose
+  gradients, like the BN statistics, are the same either way."""
+  _, variables, _, _ = generator
   image = jnp.asarray(np.random.default_rng(4).standard_normal((2, 32, 32, 3)),
                       jnp.float32)
   boxes, classes, valid = _layout(3)
