@@ -122,3 +122,24 @@ def test_stored_depth_roundtrip():
   d = tf.io.decode_png(ex['depth'], dtype=tf.uint16)
   out = ops.get_op('decode')({'depth': d})['depth'].numpy()
   assert np.abs(out - raw['depth']).max() <= 0.5 / 65535 + 1e-7
+
+
+def test_varied_colours_keep_the_layout_and_vary_the_things():
+  """`varied64`: the same layouts as res64, thing colours far more varied."""
+  spread = {False: [], True: []}
+  for i in range(40):
+    ex = {v: scene_render.render_scene(np.random.default_rng([3, i]), 32, v)
+          for v in (False, True)}
+    for k in ('boxes', 'classes', 'label', 'instance', 'depth'):
+      np.testing.assert_array_equal(ex[False][k], ex[True][k])
+    for v, e in ex.items():
+      for j, c in enumerate(e['classes']):
+        m = e['instance'] == j + 1
+        if scene_render.CLASS_NAMES[c] == 'car' and m.sum() >= 4:
+          spread[v].append(e['image'][m].mean(0))
+  std = {v: np.std(np.float32(s), axis=0).mean() for v, s in spread.items()}
+  assert len(spread[True]) >= 10
+  assert std[True] > 2 * std[False], std
+  cfg = synthetic_scenes.SyntheticScenes.builder_configs['varied64']
+  assert cfg.varied and cfg.size == 64
+  assert not synthetic_scenes.SyntheticScenes.builder_configs['res64'].varied

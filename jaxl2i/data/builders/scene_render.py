@@ -18,6 +18,7 @@ NEARER (0 = sky / infinitely far, 1 = the nearest ground row), the same
 convention as the monodepth2 pseudo-depth of the depth-aware SPADE
 (reference/depth_spade.md).
 """
+import colorsys
 from typing import Any
 
 import numpy as np
@@ -69,6 +70,17 @@ def _jitter(rng, rgb, amount):
   """A class colour with per-instance variation, float32 [3] in [0, 1]."""
   rgb = np.asarray(rgb, np.float32) + rng.uniform(-amount, amount, 3)
   return np.clip(rgb, 0.0, 1.0).astype(np.float32)
+
+
+def _colour(rng, rgb, amount, varied, hues=(0.0, 1.0), sat=(0.45, 0.9),
+            val=(0.45, 0.95)):
+  """An object's base colour: the class colour jittered by ±amount, or, with
+  `varied`, any colour of the given HSV ranges (the per-instance appearance
+  a layout does not determine, for models with an appearance code)."""
+  if not varied:
+    return _jitter(rng, rgb, amount)
+  h, s, v = (rng.uniform(*r) for r in (hues, sat, val))
+  return np.float32(colorsys.hsv_to_rgb(h % 1.0, s, v))
 
 
 def _paint(img, mask, colour):
@@ -213,9 +225,9 @@ def _shade(colour, yy, xx, cx, cy, sx, sy, light, strength=0.35):
   return colour * np.clip(1 - strength * d, 0.3, 1.6)[..., None]
 
 
-def _draw_ball(rng, yy, xx, cx, yb, s, light):
+def _draw_ball(rng, yy, xx, cx, yb, s, light, varied):
   r = s[0] / 2
-  col = _jitter(rng, (0.88, 0.25, 0.18), 0.1)
+  col = _colour(rng, (0.88, 0.25, 0.18), 0.1, varied)
   m = _ellipse(yy, xx, cx, yb - r, r, r)
   dx, dy = (xx - cx) / r, (yy - yb + r) / r
   nz = np.sqrt(np.clip(1 - dx**2 - dy**2, 0, 1))
@@ -223,9 +235,9 @@ def _draw_ball(rng, yy, xx, cx, yb, s, light):
   return [(m, col * (0.35 + 0.85 * lam)[..., None])]
 
 
-def _draw_box(rng, yy, xx, cx, yb, s, light):
+def _draw_box(rng, yy, xx, cx, yb, s, light, varied):
   hh, ww = s
-  col = _jitter(rng, (0.72, 0.55, 0.30), 0.07)
+  col = _colour(rng, (0.72, 0.55, 0.30), 0.07, varied, sat=(0.3, 0.8))
   top_h = 0.25 * hh
   front = _rect(yy, xx, cx - ww / 2, yb - hh + top_h, cx + ww / 2, yb)
   t = (yy - (yb - hh)) / top_h  # 0 at the back edge, 1 at the front edge
@@ -238,10 +250,12 @@ def _draw_box(rng, yy, xx, cx, yb, s, light):
   return [(front, face), (top, col * 1.25)]
 
 
-def _draw_tree(rng, yy, xx, cx, yb, s, light):
+def _draw_tree(rng, yy, xx, cx, yb, s, light, varied):
   hh, ww = s
   trunk_col = _jitter(rng, (0.40, 0.26, 0.13), 0.05)
-  leaf = _jitter(rng, (0.12, 0.45, 0.15), 0.06)
+  # varied: spring green to autumn orange.
+  leaf = _colour(rng, (0.12, 0.45, 0.15), 0.06, varied, hues=(0.05, 0.4),
+                 val=(0.35, 0.75))
   trunk = _rect(yy, xx, cx - 0.09 * ww, yb - 0.35 * hh, cx + 0.09 * ww, yb)
   crown = (_tri(yy, xx, cx, yb - hh, yb - 0.45 * hh, 0.38 * ww) |
            _tri(yy, xx, cx, yb - 0.8 * hh, yb - 0.25 * hh, 0.5 * ww))
@@ -249,10 +263,11 @@ def _draw_tree(rng, yy, xx, cx, yb, s, light):
   return [(trunk, trunk_col), (crown, crown_col)]
 
 
-def _draw_house(rng, yy, xx, cx, yb, s, light):
+def _draw_house(rng, yy, xx, cx, yb, s, light, varied):
   hh, ww = s
-  wall_col = _jitter(rng, (0.90, 0.85, 0.70), 0.08)
-  roof_col = _jitter(rng, (0.62, 0.15, 0.12), 0.06)
+  wall_col = _colour(rng, (0.90, 0.85, 0.70), 0.08, varied, sat=(0.1, 0.5),
+                     val=(0.7, 0.95))
+  roof_col = _colour(rng, (0.62, 0.15, 0.12), 0.06, varied, val=(0.3, 0.7))
   roof_y = yb - 0.6 * hh
   body = _rect(yy, xx, cx - 0.42 * ww, roof_y, cx + 0.42 * ww, yb)
   roof = _tri(yy, xx, cx, yb - hh, roof_y + 1e-6, 0.5 * ww) & (yy < roof_y)
@@ -267,9 +282,9 @@ def _draw_house(rng, yy, xx, cx, yb, s, light):
           (win, np.float32([0.45, 0.65, 0.85]))]
 
 
-def _draw_car(rng, yy, xx, cx, yb, s, light):
+def _draw_car(rng, yy, xx, cx, yb, s, light, varied):
   hh, ww = s
-  col = _jitter(rng, (0.15, 0.30, 0.80), 0.12)
+  col = _colour(rng, (0.15, 0.30, 0.80), 0.12, varied)
   wheel_r = 0.2 * hh
   body = _rect(yy, xx, cx - ww / 2, yb - 0.65 * hh, cx + ww / 2,
                yb - wheel_r * 0.8)
@@ -285,11 +300,11 @@ def _draw_car(rng, yy, xx, cx, yb, s, light):
           (wheels, np.float32([0.08, 0.08, 0.08]))]
 
 
-def _draw_person(rng, yy, xx, cx, yb, s, light):
+def _draw_person(rng, yy, xx, cx, yb, s, light, varied):
   hh, ww = s
   skin = _jitter(rng, (0.85, 0.65, 0.50), 0.1)
   shirt = np.clip(rng.random(3) * 0.8 + 0.1, 0, 1).astype(np.float32)
-  pants = _jitter(rng, (0.15, 0.18, 0.35), 0.06)
+  pants = _colour(rng, (0.15, 0.18, 0.35), 0.06, varied, val=(0.2, 0.6))
   head = _ellipse(yy, xx, cx, yb - 0.9 * hh, 0.1 * hh, 0.1 * hh)
   torso = _rect(yy, xx, cx - ww / 2, yb - 0.8 * hh, cx + ww / 2, yb - 0.45 * hh)
   legs = (_rect(yy, xx, cx - 0.42 * ww, yb - 0.45 * hh, cx - 0.06 * ww, yb) |
@@ -336,12 +351,16 @@ def _iou(a, b):
   return inter / max(union, 1e-9)
 
 
-def render_scene(rng: np.random.Generator, size: int) -> dict[str, Any]:
+def render_scene(rng: np.random.Generator, size: int,
+                 varied: bool = False) -> dict[str, Any]:
   """Renders one scene.
 
   Args:
     rng: the example's own generator (nothing else is random).
     size: image side in pixels (H = W = size).
+    varied: draw each thing's colours from wide ranges (any hue for balls,
+      boxes, cars, roofs, shirts...) instead of jittering its class colour;
+      the layouts (boxes, classes, depth) are the same either way.
 
   Returns:
     dict with `image` uint8 [H,W,3]; `label` uint8 [H,W] class ids in
@@ -381,7 +400,7 @@ def render_scene(rng: np.random.Generator, size: int) -> dict[str, Any]:
       win = _window(cx - 0.75 * s[1], yb - s[0], cx + 0.75 * s[1], yb, h, w)
       if win is None:
         continue
-      parts = _DRAW[cls](rng, yy[win], xx[win], cx, yb, s, light)
+      parts = _DRAW[cls](rng, yy[win], xx[win], cx, yb, s, light, varied)
       full = np.logical_or.reduce([m for m, _ in parts])
       if full.sum() < 4:
         continue

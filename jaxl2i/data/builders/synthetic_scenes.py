@@ -53,19 +53,22 @@ class SyntheticScenesConfig(tfds.core.BuilderConfig):
   """Resolution and split sizes of one synthetic_scenes variant."""
 
   def __init__(self, *, size: int, num_train: int, num_validation: int,
-               **kwargs):
+               varied: bool = False, **kwargs):
     super().__init__(**kwargs)
     self.size = size
+    self.varied = varied
     self.num_train = num_train
     self.num_validation = num_validation
 
 
-def _cfg(name, size, num_train, num_validation):
+def _cfg(name, size, num_train, num_validation, varied=False):
+  colours = (' Thing colours drawn at random per instance (any hue), the '
+             'layouts of res64.' if varied else '')
   return SyntheticScenesConfig(
       name=name, size=size, num_train=num_train,
-      num_validation=num_validation,
+      num_validation=num_validation, varied=varied,
       description=(f'{size}x{size} px, {num_train} train / '
-                   f'{num_validation} validation scenes.'))
+                   f'{num_validation} validation scenes.{colours}'))
 
 
 class SyntheticScenes(tfds.core.GeneratorBasedBuilder):
@@ -78,6 +81,7 @@ class SyntheticScenes(tfds.core.GeneratorBasedBuilder):
       _cfg('res128', 128, 5000, 500),
       _cfg('res256', 256, 5000, 500),
       _cfg('tiny', 32, 64, 16),
+      _cfg('varied64', 64, 5000, 500, varied=True),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = 'res64'
 
@@ -118,9 +122,9 @@ class SyntheticScenes(tfds.core.GeneratorBasedBuilder):
     }
 
   def _generate_examples(self, split: str, num: int):
-    size = self.builder_config.size
+    cfg = self.builder_config
     for i in range(num):
-      yield i, make_example(size, _SPLIT_ID[split], i)
+      yield i, make_example(cfg.size, _SPLIT_ID[split], i, cfg.varied)
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -134,10 +138,11 @@ def _png(array: np.ndarray) -> bytes:
   return buf.getvalue()
 
 
-def make_example(size: int, split_id: int, index: int) -> dict[str, np.ndarray]:
+def make_example(size: int, split_id: int, index: int,
+                 varied: bool = False) -> dict[str, np.ndarray]:
   """The stored form of example `index` of a split (images as PNG bytes)."""
   rng = np.random.default_rng([_SEED, split_id, index])
-  ex = scene_render.render_scene(rng, size)
+  ex = scene_render.render_scene(rng, size, varied)
   depth = np.round(ex['depth'] * DEPTH_SCALE).astype(np.uint16)
   return {
       'image': _png(ex['image']),
