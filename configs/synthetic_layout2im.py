@@ -86,11 +86,10 @@ def get_config(arg=None):
   arg = config_lib.parse_arg(arg, tiny=False)
   c = config_lib.base_config()
   layout2im_model(c)
-  # varied64: res64's layouts with thing colours drawn at random per
-  # instance, so that an object's appearance is not fixed by its class and
-  # box, and z has something to carry (README, Layout2Im's synthetic demo).
+  # synthetic_scenes/varied64 (the same layouts, random thing colours) gives
+  # z more to carry; runs on it are in the README (Layout2Im's demo).
   c.data.name = ('synthetic_scenes/tiny' if arg.tiny else
-                 'synthetic_scenes/varied64')
+                 'synthetic_scenes/res64')
   # 8 slots as COCO: the stuff regions and the nearest things (the builder's
   # order; pad_objects truncates before the shuffle).
   c.data.max_objects = 8
