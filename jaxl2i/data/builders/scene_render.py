@@ -79,6 +79,8 @@ def _colour(rng, rgb, amount, varied, hues=(0.0, 1.0), sat=(0.45, 0.9),
   a layout does not determine, for models with an appearance code)."""
   if not varied:
     return _jitter(rng, rgb, amount)
+  # Three draws, as _jitter's: the rest of the scene (the layout) is the
+  # same with and without `varied`.
   h, s, v = (rng.uniform(*r) for r in (hues, sat, val))
   return np.float32(colorsys.hsv_to_rgb(h % 1.0, s, v))
 

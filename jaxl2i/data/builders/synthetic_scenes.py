@@ -9,6 +9,9 @@ Examples are deterministic: example `i` of split `s` is rendered from
 `np.random.default_rng([_SEED, split_id(s), i])`, so a rebuild gives the same
 bytes and the splits never share an example.
 
+Configs: `tiny` (32 px), `res64` / `res128` / `res256`, and `varied64`: the
+layouts of res64 with every thing's colours drawn at random per instance.
+
 Class vocabulary (one for `label` and `classes`): 0 = '__pad__' (never in a
 label map), 1-5 stuff = sky, grass, water, wall, floor, 6-11 things = ball,
 box, tree, house, car, person (`info.metadata['num_classes'] == 12`).
