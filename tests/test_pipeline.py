@@ -6,6 +6,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from jaxl2i.data import DatasetUnavailableError
+from jaxl2i.data import builders
 from jaxl2i.data import pipeline
 
 PP_TRAIN = ('decode', 'resize(40)', 'random_crop(32)', 'random_flip',
@@ -29,6 +30,31 @@ def cfg(tmp_path_factory):
   assert not tf.io.gfile.exists(f'{c.data_dir}/synthetic_scenes')
   assert pipeline.get_builder(c).is_prepared()  # generated on first use
   return c
+
+
+def test_get_builder_uses_a_build_another_process_finished(tmp_path,
+                                                           monkeypatch):
+  """Two first uses at once (a run beside the tests): the slower one's
+  rename fails with FileExistsError and it reads the other's build."""
+  c = _cfg(str(tmp_path / 'race'))
+  builders.import_builder(c.name)
+  cls = type(tfds.builder(c.name, data_dir=c.data_dir))
+  original = cls.download_and_prepare
+
+  def racing(self, **kwargs):
+    monkeypatch.setattr(cls, 'download_and_prepare', original)
+    tfds.builder(c.name, data_dir=c.data_dir).download_and_prepare(**kwargs)
+    raise FileExistsError('Cannot rename incomplete.X: already exists.')
+
+  monkeypatch.setattr(cls, 'download_and_prepare', racing)
+  assert pipeline.get_builder(c).is_prepared()
+
+  def failing(self, **kwargs):
+    raise FileExistsError('something else exists')
+
+  monkeypatch.setattr(cls, 'download_and_prepare', failing)
+  with pytest.raises(FileExistsError, match='something else'):
+    pipeline.get_builder(_cfg(str(tmp_path / 'other')))
 
 
 def _take(ds, n):
