@@ -48,6 +48,7 @@ def layout2im_model(c) -> None:
   c.loss.img_rec = 1.0           # λ_img_rec
   c.loss.z_rec = 10.0            # λ_z_rec
   c.loss.kl = 0.01               # λ_kl
+  c.loss.adv_warmup = 0          # no ramp-in of G's adversarial terms
   adam = dict(lr=1e-4, b1=0.5, b2=0.999, eps=1e-8, groups=())
   c.optim.g = dict(adam)         # G, D_img and D_obj: the same Adam
   c.optim.d = dict(adam)

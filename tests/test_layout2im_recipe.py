@@ -45,7 +45,7 @@ def test_reference_settings():
   assert (c.recipe, c.batch_size, c.total_steps, c.ema.decay) == (
       'layout2im', 8, 300_000, 0.0)
   assert dict(c.loss) == dict(img_adv=1.0, obj_adv=1.0, obj_cls=1.0,
-                              img_rec=1.0, z_rec=10.0, kl=0.01)
+                              img_rec=1.0, z_rec=10.0, kl=0.01, adv_warmup=0)
   for net in 'gd':
     o = c.optim[net]
     assert (o.lr, o.b1, o.b2, tuple(o.groups)) == (1e-4, 0.5, 0.999, ())
@@ -141,6 +141,20 @@ def test_losses_as_train_py(tiny, monkeypatch):
   for k, v in (('g/kl', kl), ('g/rec_z', rec_z), ('g/rec_img', rec_img)):
     assert float(m[k]) == pytest.approx(v, rel=1e-5), k
 
+  # adv_warmup N (not the reference's): at step 3 of 8, G's adversarial
+  # and classifier terms weigh (3 + 1) / 8; the D loss is unchanged.
+  rest = lam.img_rec * rec_img + lam.z_rec * rec_z + lam.kl * kl
+  monkeypatch.setitem(lam, 'adv_warmup', 8)
+  nets3 = base.Nets(None, nets.d, {}, jnp.int32(3))
+  g3, (m, _) = recipe.g_loss(out, nets3, batch, None)
+  assert float(g3) == pytest.approx(rest + 0.5 * (want - rest), rel=1e-5)
+  assert float(m['g/adv_ramp']) == 0.5
+  nets9 = base.Nets(None, nets.d, {}, jnp.int32(9))
+  assert float(recipe.g_loss(out, nets9, batch, None)[0]) == pytest.approx(
+      want, rel=1e-5)
+  assert float(recipe.d_loss({}, nets3, batch, out, None)[0]) == (
+      pytest.approx(d_img + d_obj + d_cls, rel=1e-5))
+
 
 def test_second_pass_reuses_z_and_draws_a_new_eps(tiny, monkeypatch):
   """generate(key) and regenerate(key, fresh): the same z_rand key, the
@@ -185,9 +199,19 @@ def stepped(tiny):
   step = step_lib.make_train_step(recipe, tx_g, tx_d, c.ema.decay)
   traces = []
   jitted = jax.jit(lambda *a: (traces.append(1), step(*a))[1])
-  state1, metrics = jitted(state0, fakes.batch(c.batch_size, 32, seed=1), {})
-  state2, _ = jitted(state1, fakes.batch(c.batch_size, 32, seed=2), {})
-  return c, jax.device_get((state0, state1, state2, metrics)), len(traces)
+  # A 4-step ramp of G's adversarial terms while tracing: its weight reads
+  # the state's step inside the compiled step (1/4, then 2/4).
+  c.loss.adv_warmup = 4
+  try:
+    state1, metrics = jitted(state0, fakes.batch(c.batch_size, 32, seed=1),
+                             {})
+    state2, metrics2 = jitted(state1, fakes.batch(c.batch_size, 32, seed=2),
+                              {})
+  finally:
+    c.loss.adv_warmup = 0
+  ramps = [float(m['g/adv_ramp']) for m in (metrics, metrics2)]
+  return (c, jax.device_get((state0, state1, state2, metrics)), len(traces),
+          ramps)
 
 
 def _changed(a, b):
@@ -196,7 +220,7 @@ def _changed(a, b):
 
 
 def test_one_step(stepped):
-  _, (s0, s1, s2, metrics), traces = stepped
+  _, (s0, s1, s2, metrics), traces, ramps = stepped
   assert all(np.isfinite(v) for v in metrics.values()), metrics
   assert {'d/loss', 'g/loss', 'g/kl', 'g/rec_z', 'd/obj_cls'} <= set(metrics)
   assert int(s1.step) == 1 and int(s2.step) == 2
@@ -204,13 +228,14 @@ def test_one_step(stepped):
                (s0.g.state, s1.g.state), (s0.d.state, s1.d.state)):
     assert _changed(a, b)
   assert traces == 1, 'the step retraced on step 2'
+  assert ramps == [0.25, 0.5]
 
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory, tiny, stepped):
   """A workdir with the checkpoint of the first step."""
   meta = tiny[-1]
-  c, (_, s1, _, _), _ = stepped
+  c, (_, s1, _, _), _, _ = stepped
   workdir = fakes.save_workdir(tmp_path_factory.mktemp('l2i_run'), s1, c,
                                meta)
   return workdir

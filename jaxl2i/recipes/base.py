@@ -51,6 +51,7 @@ class Nets:
   g: state_lib.Net
   d: state_lib.Net | None
   frozen: PyTree   # pretrained, never-trained params (VGG for a loss, ...)
+  step: jax.Array | int = 0   # the iteration being trained (loss schedules)
 
 
 class Recipe:

@@ -37,7 +37,9 @@ config.model: resolution (64), crop_size (32), ch (64), z_dim (64),
   box_mask_nonempty (True COCO loader, False VG loader), minmax_stretch,
   z_rec_fixed_encoder (False: the reference; True: the latent regression
   trains G only, as BicycleGAN's).
-config.loss: img_adv, obj_adv, obj_cls, img_rec, z_rec, kl.
+config.loss: img_adv, obj_adv, obj_cls, img_rec, z_rec, kl, adv_warmup (0:
+  the reference; N > 0 ramps G's adversarial and classifier weights linearly
+  from 0 to 1 over the first N steps, D unchanged: not in train.py).
 Batches: image, boxes, classes, objects_mask (`pad_objects`).
 """
 
@@ -83,6 +85,15 @@ def kl_objects(mu: jax.Array, logvar: jax.Array, valid: jax.Array):
   """KL of N(μ, σ²) to N(0, I) summed over the valid objects and dims."""
   ok = valid[..., None]
   return losses.kl_normal(jnp.where(ok, mu, 0.0), jnp.where(ok, logvar, 0.0))
+
+
+def adversarial_ramp(step, warmup: int) -> jax.Array:
+  """Weight of G's adversarial and classifier terms: 1 (the reference)
+  when warmup is 0, else rising linearly to 1 over the first `warmup` steps.
+  """
+  if warmup <= 0:
+    return jnp.ones((), jnp.float32)
+  return jnp.clip((jnp.asarray(step, jnp.float32) + 1) / warmup, 0.0, 1.0)
 
 
 class Recipe(base.Recipe):
@@ -211,9 +222,10 @@ class Recipe(base.Recipe):
     obj_adv = 0.5 * (object_bce(s_rec, 1.0, valid) +
                      object_bce(s_rand, 1.0, valid))
     obj_cls = 0.5 * (object_ce(c_rec, y, valid) + object_ce(c_rand, y, valid))
-    loss = (lam.img_rec * rec_img + lam.z_rec * rec_z + lam.img_adv * img_adv
-            + lam.obj_adv * obj_adv + lam.obj_cls * obj_cls + lam.kl * kl)
-    metrics = {'g/img_adv': img_adv, 'g/obj_adv': obj_adv,
+    ramp = adversarial_ramp(nets.step, lam.get('adv_warmup', 0))
+    loss = (lam.img_rec * rec_img + lam.z_rec * rec_z + lam.kl * kl + ramp * (
+        lam.img_adv * img_adv + lam.obj_adv * obj_adv + lam.obj_cls * obj_cls))
+    metrics = {'g/adv_ramp': ramp, 'g/img_adv': img_adv, 'g/obj_adv': obj_adv,
                'g/obj_cls': obj_cls, 'g/rec_img': rec_img, 'g/rec_z': rec_z,
                'g/kl': kl}
     return loss, (metrics, st)
