@@ -139,6 +139,19 @@ def test_eval_pads_last_batch_with_mask(cfg, batch, count, num, expect_real):
       assert not b['_mask'][np.argmin(b['_mask']):].any() or b['_mask'].all()
 
 
+def test_eval_pads_layout2im_batches(cfg):
+  """shuffle_objects gathers with a perm of dynamic length; the padded
+  object axis must stay static or the padding batch cannot be built."""
+  c = ml_collections.ConfigDict(cfg.to_dict())
+  c.pp_eval = ('decode', 'pad_objects(8)', 'shuffle_objects',
+               'keep("image", "boxes", "classes", "objects_mask")')
+  bs = list(tfds.as_numpy(pipeline.eval_dataset(c, host_batch_size=5,
+                                                num_examples=7)))
+  assert [int(b['_mask'].sum()) for b in bs] == [5, 2]
+  assert bs[1]['boxes'].shape == (5, 8, 4)
+  assert not bs[1]['objects_mask'][2:].any() and bs[1]['objects_mask'][0].any()
+
+
 def test_eval_covers_split_once(cfg):
   bs = list(tfds.as_numpy(pipeline.eval_dataset(cfg, host_batch_size=5)))
   real = np.concatenate([b['instance'][b['_mask']] for b in bs])

@@ -118,9 +118,12 @@ def shuffle_objects() -> ops.Op:
     n = _count(ex)
     total = tf.shape(ex['classes'])[0]
     perm = tf.concat([_shuffle(tf.range(n), seed), tf.range(n, total)], 0)
-    ex['classes'] = tf.gather(ex['classes'], perm)
+    # tf.gather with a perm of dynamic length loses the static object axis
+    # that pad_objects set; eval batches' padding needs it (pipeline).
+    gather = lambda x: tf.ensure_shape(tf.gather(x, perm), x.shape)
+    ex['classes'] = gather(ex['classes'])
     if 'boxes' in ex:
-      ex['boxes'] = tf.gather(ex['boxes'], perm)
+      ex['boxes'] = gather(ex['boxes'])
     if 'instance' in ex:
       ids = ex['instance']
       new_id = tf.gather(tf.math.invert_permutation(perm) + 1,
