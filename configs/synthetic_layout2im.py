@@ -121,6 +121,10 @@ def get_config(arg=None):
       'fid', every=c.total_steps, num_samples=100, batch_size=50,
       generators=('live',), allow_random_weights=True, kid=False,
       uint8='truncate')
+  # Does redrawing one object's z change that object or the whole image?
+  c.evals.object_z = config_lib.evaluator(
+      'object_z', every=c.total_steps, num_samples=64, batch_size=32,
+      generators=('live',))
   if arg.tiny:
     shrink(c)
   return c

@@ -193,6 +193,9 @@ EVAL_TYPE_DEFAULTS = {
     'scene_fid': dict(crop_size=224, dims=2048),   # LAMA's crop size
     'diversity': {},
     'mask_entropy': {},
+    # Layout2Im: |Δ image| in / outside an object's box when only its z is
+    # redrawn (`draws` times), over objects covering <= max_area.
+    'object_z': dict(draws=4, max_area=0.25),
     # LAMA Sec. 3: FID / SceneFID / entropy with masks (1−τ)·M + τ/m.
     'tainted_mask': dict(taus=(0.0, 0.02, 0.05, 0.1, 0.2), mask_source='gt',
                          scene_fid=True, crop_size=224, dims=2048),

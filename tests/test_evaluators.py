@@ -170,6 +170,43 @@ def _layout_evals(config, **evals):
   return c
 
 
+def test_object_z_averages_the_chosen_objects(setup, tmp_path, monkeypatch):
+  """object_z: real rows, valid slots, boxes within max_area; the effect
+  itself is tested in test_layout2im_recipe.py."""
+  s, state = setup
+  c = _layout_evals(s.config, oz=dict(type='object_z', num_samples=12,
+                                      batch_size=8, generators=('live',),
+                                      max_area=0.05))
+  with pytest.raises(config_lib.ConfigError, match='per-object codes'):
+    evaluators.build(c, s.recipe, s.mesh, str(tmp_path))   # pix2pix
+
+  def effect(variables, batch, key, draws):   # inside: the box's area
+    del variables, key, draws
+    b = batch['boxes']
+    area = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    return (jnp.where(batch['objects_mask'], area, 100.0),
+            jnp.full(area.shape, 0.5))
+
+  monkeypatch.setattr(s.recipe, 'object_z_effect', effect, raising=False)
+  metrics, protocols = evaluators.run(
+      evaluators.build(c, s.recipe, s.mesh, str(tmp_path)), state, step=1)
+  from jaxl2i.data import pipeline
+  areas, valid = [], 0
+  for ex in pipeline.eval_dataset(c.data, host_batch_size=8,
+                                  num_examples=12).as_numpy_iterator():
+    b = ex['boxes']
+    area = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    real = ex['objects_mask'] & ex['_mask'][:, None]
+    valid += int(real.sum())
+    areas.extend(area[real & (area <= 0.05)])
+  assert 0 < len(areas) == protocols['oz']['num_objects'] < valid
+  assert metrics['eval/oz/object_z_inside/live'] == pytest.approx(
+      np.mean(areas), rel=1e-5)
+  assert metrics['eval/oz/object_z_outside/live'] == pytest.approx(0.5)
+  assert metrics['eval/oz/object_z_ratio/live'] == pytest.approx(
+      2 * np.mean(areas), rel=1e-5)
+
+
 def test_mask_entropy_of_clean_and_blurred_masks(setup, tmp_path,
                                                  monkeypatch):
   s, state = setup

@@ -1,14 +1,17 @@
 """The Layout2Im recipe and configs: losses, the two G passes, sampling,
 generation from a checkpoint."""
 
+import json
 import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from jaxl2i import config_lib
+from jaxl2i import evaluate
 from jaxl2i import generate
 from jaxl2i import state as state_lib
 from jaxl2i import step as step_lib
@@ -172,6 +175,46 @@ def test_second_pass_reuses_z_and_draws_a_new_eps(tiny, monkeypatch):
   assert not np.array_equal(eps1, eps2) and not np.array_equal(z1, eps1)
 
 
+def _fake_generator(local: bool):
+  """g.apply stand-in: grey plus z[..., 0] of each object painted into its
+  box (local codes) or added to the whole image (global codes)."""
+  def apply(variables, boxes, classes, valid, z, *, train, method):
+    del variables, classes, train, method
+    m = l2i.box_masks(boxes, 32, True) * valid[..., None, None]
+    w = m if local else jnp.ones_like(m) * valid[..., None, None]
+    x = 0.5 + 0.2 * jnp.tanh(jnp.einsum('bohw,bo->bhw', w, z[..., 0]))
+    x = jnp.broadcast_to(x[..., None], (*x.shape, 3))
+    return (x - jnp.asarray(l2i.IMAGENET_MEAN)) / jnp.asarray(l2i.IMAGENET_STD)
+  return apply
+
+
+def test_object_z_effect_separates_local_from_global_codes(tiny,
+                                                           monkeypatch):
+  recipe, batch, g_vars, _, _, _ = tiny
+  valid = batch['objects_mask']
+  assert not valid.all()                      # the last slot is padding
+  # The real (filled) tiny generator: a padded slot's z changes nothing.
+  inside, outside = jax.jit(recipe.object_z_effect, static_argnames='draws')(
+      g_vars, batch, jax.random.key(0), draws=2)
+  assert inside.shape == outside.shape == valid.shape
+  # (Up to rounding: the redraws run as a vmapped batch, the base image not.)
+  np.testing.assert_allclose(inside[~valid], 0.0, atol=1e-6)
+  np.testing.assert_allclose(outside[~valid], 0.0, atol=1e-6)
+  noise = max(inside[~valid].max(), outside[~valid].max())
+  assert inside[valid].min() > 100 * noise and np.isfinite(outside).all()
+
+  monkeypatch.setattr(recipe, 'g', type('G', (), {})())
+  recipe.g.apply = _fake_generator(local=True)
+  inside, outside = recipe.object_z_effect(None, batch, jax.random.key(0))
+  assert (inside[valid] > 1e-3).all()
+  # A local code changes nothing outside its own box.
+  np.testing.assert_allclose(outside, 0.0, atol=1e-7)
+  recipe.g.apply = _fake_generator(local=False)
+  inside, outside = recipe.object_z_effect(None, batch, jax.random.key(0))
+  np.testing.assert_allclose(inside[valid], outside[valid], rtol=1e-5)
+  assert (outside[valid] > 1e-3).all()
+
+
 def test_deprocess_stretches_each_image_or_clips():
   rng = np.random.default_rng(3)
   x = rng.standard_normal((2, 4, 4, 3)).astype(np.float32) * 3
@@ -266,3 +309,20 @@ def test_generate_from_a_layout(run, tmp_path):
   assert len(paths) == 4
   with pytest.raises(config_lib.ConfigError, match='object masks'):
     model.pictures(layouts=LAYOUT, with_masks=True)
+
+
+def test_evaluate_object_z_of_a_checkpoint(run, tiny):
+  """jaxl2i.evaluate's object_z on the run's checkpoint, real generator."""
+  c = ml_collections.ConfigDict(tiny[4].to_dict())
+  c.evals = ml_collections.ConfigDict({'object_z': c.evals.object_z})
+  c.evals.object_z.draws = 2
+  path = evaluate.evaluate(c, run)
+  with open(path) as f:
+    out = json.load(f)
+  m = out['metrics']
+  inside, outside = (m[f'eval/object_z/object_z_{k}/live']
+                     for k in ('inside', 'outside'))
+  assert inside > 0 and outside > 0, m
+  assert m['eval/object_z/object_z_ratio/live'] == pytest.approx(
+      inside / outside, rel=1e-5)
+  assert out['protocol']['object_z']['num_objects'] > 0
