@@ -83,10 +83,13 @@ def _ce(logits, y):
 
 def test_losses_as_train_py(tiny, monkeypatch):
   """L_D and L_G of train.py on given D logits with the config's weights
-  (the demo's λ_img_rec 10 and λ_z_rec 1 differ from the reference's, whose
-  values test_reference_settings checks); objects over valid slots."""
+  (the demo's λ_img_rec 10 and λ_kl 1e-4, and a λ_z_rec of 3, all unlike
+  the reference's, which test_reference_settings checks, so that a swapped
+  weight shows); objects over valid slots; no ramp first."""
   recipe, batch, lam = tiny[0], tiny[1], tiny[4].loss
-  assert (lam.img_rec, lam.z_rec) != (1.0, 10.0)   # both weights exercised
+  monkeypatch.setitem(lam, 'z_rec', 3.0)
+  monkeypatch.setitem(lam, 'adv_warmup', 0)
+  assert len({lam.img_rec, lam.z_rec, lam.kl, 1.0}) == 4
   rng = np.random.default_rng(0)
   valid = batch['objects_mask']                         # 3 of 4 slots
   y = batch['classes']
@@ -244,14 +247,14 @@ def stepped(tiny):
   jitted = jax.jit(lambda *a: (traces.append(1), step(*a))[1])
   # A 4-step ramp of G's adversarial terms while tracing: its weight reads
   # the state's step inside the compiled step (1/4, then 2/4).
-  c.loss.adv_warmup = 4
+  warmup, c.loss.adv_warmup = c.loss.adv_warmup, 4
   try:
     state1, metrics = jitted(state0, fakes.batch(c.batch_size, 32, seed=1),
                              {})
     state2, metrics2 = jitted(state1, fakes.batch(c.batch_size, 32, seed=2),
                               {})
   finally:
-    c.loss.adv_warmup = 0
+    c.loss.adv_warmup = warmup
   ramps = [float(m['g/adv_ramp']) for m in (metrics, metrics2)]
   return (c, jax.device_get((state0, state1, state2, metrics)), len(traces),
           ramps)
