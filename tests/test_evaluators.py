@@ -207,6 +207,16 @@ def test_object_z_averages_the_chosen_objects(setup, tmp_path, monkeypatch):
       2 * np.mean(areas), rel=1e-5)
 
 
+@pytest.mark.parametrize('kind,match', [
+    ('mask_entropy', 'produces no object masks'),
+    ('tainted_mask', 'takes no object masks')])
+def test_mask_evaluators_need_a_mask_model(setup, tmp_path, kind, match):
+  s, _ = setup   # pix2pix: no sample_outputs
+  c = _layout_evals(s.config, ev=dict(type=kind, generators=('live',)))
+  with pytest.raises(config_lib.ConfigError, match=match):
+    evaluators.build(c, s.recipe, s.mesh, str(tmp_path))
+
+
 def test_mask_entropy_of_clean_and_blurred_masks(setup, tmp_path,
                                                  monkeypatch):
   s, state = setup

@@ -85,6 +85,13 @@ class Base:
     if cfg.samples_per_input < 1:
       raise ValueError(f'evals.{name}.samples_per_input must be >= 1')
 
+  def require_recipe(self, method: str, missing: str) -> None:
+    """Fails (ValueError) unless the recipe has `method`; `missing` says
+    what the recipe lacks, e.g. 'produces no object masks'."""
+    if not hasattr(self.recipe, method):
+      raise ValueError(f'evaluator {self.name}: recipe '
+                       f'{self.config.recipe!r} {missing}')
+
   def batches(self) -> Iterator[tuple[np.ndarray, PyTree]]:
     """(mask, global batch) over the eval split, every host's rows included.
 

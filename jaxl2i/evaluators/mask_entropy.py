@@ -38,9 +38,7 @@ class Evaluator(common.Base):
 
   def __init__(self, name, cfg, **kwargs):
     super().__init__(name, cfg, **kwargs)
-    if not hasattr(self.recipe, 'sample_outputs'):
-      raise ValueError(f'evaluator {name}: recipe {self.config.recipe!r} '
-                       'produces no object masks')
+    self.require_recipe('sample_outputs', 'produces no object masks')
 
     def entropies(variables, batch, key):
       _, adapted, raw = self.recipe.sample_outputs(variables, batch, key)

@@ -29,9 +29,8 @@ class Evaluator(common.Base):
 
   def __init__(self, name, cfg, **kwargs):
     super().__init__(name, cfg, **kwargs)
-    if not hasattr(self.recipe, 'object_z_effect'):
-      raise ValueError(f'evaluator {name}: recipe {self.config.recipe!r} '
-                       'has no per-object codes (Layout2Im only)')
+    self.require_recipe('object_z_effect',
+                        'has no per-object codes (Layout2Im only)')
     if int(self.cfg.draws) < 1 or not 0 < float(self.cfg.max_area) <= 1:
       raise ValueError(f'evaluator {name}: draws >= 1 and 0 < max_area <= 1 '
                        f'(got {self.cfg.draws}, {self.cfg.max_area})')

@@ -45,9 +45,7 @@ class Evaluator(common.Base):
 
   def __init__(self, name, cfg, **kwargs):
     super().__init__(name, cfg, **kwargs)
-    if not hasattr(self.recipe, 'sample_outputs'):
-      raise ValueError(f'evaluator {name}: recipe {self.config.recipe!r} '
-                       'takes no object masks')
+    self.require_recipe('sample_outputs', 'takes no object masks')
     if self.cfg.mask_source not in SOURCES:
       raise ValueError(f'evals.{name}.mask_source='
                        f'{self.cfg.mask_source!r}: use one of {SOURCES}')
