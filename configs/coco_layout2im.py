@@ -35,8 +35,7 @@ def layout2im_evals(c, every: int) -> None:
   c.evals.scene_fid = config_lib.evaluator('scene_fid', every=every, **l2i)
   c.evals.diversity = config_lib.evaluator('diversity', every=every, **l2i)
   # Not in the reference: how local each object's z is (README, Layout2Im).
-  c.evals.object_z = config_lib.evaluator(
-      'object_z', every=every, **l2i)
+  c.evals.object_z = config_lib.evaluator('object_z', every=every, **l2i)
 
 
 def get_config(arg=None):

@@ -188,6 +188,10 @@ def test_object_z_averages_the_chosen_objects(setup, tmp_path, monkeypatch):
             jnp.full(area.shape, 0.5))
 
   monkeypatch.setattr(s.recipe, 'object_z_effect', effect, raising=False)
+  for bad in (dict(max_area=0.0), dict(draws=0)):
+    wrong = _layout_evals(s.config, oz=dict(type='object_z', **bad))
+    with pytest.raises(config_lib.ConfigError, match='0 < max_area <= 1'):
+      evaluators.build(wrong, s.recipe, s.mesh, str(tmp_path))
   metrics, protocols = evaluators.run(
       evaluators.build(c, s.recipe, s.mesh, str(tmp_path)), state, step=1)
   from jaxl2i.data import pipeline
